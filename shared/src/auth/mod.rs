@@ -1,0 +1,1 @@
+//! Authentication (issue 4).

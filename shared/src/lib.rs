@@ -1,0 +1,26 @@
+//! The proactive job bot's library: everything both Lambda functions and the local runner
+//! share.
+//!
+//! - [`schema`]: the Bot Framework activity and conversation reference.
+//! - [`connector`]: the Bot Connector REST client (reply, send to a conversation).
+//! - [`auth`]: channel → bot token validation, bot → Connector tokens, the serviceUrl allowlist.
+//! - [`jobs`]: the job model and its ports, [`jobs::JobStore`] and [`jobs::CompletionQueue`].
+//! - [`adapters`]: in-memory, DynamoDB and SQS implementations of those ports.
+//! - [`bot`]: the conversation — what each activity does.
+//! - [`worker`]: the completion consumer the SQS function (and the local runner) runs.
+//! - [`http`]: the `POST /api/messages` router served by Lambda and locally.
+//! - [`config`]: settings from the environment.
+
+pub mod adapters;
+pub mod auth;
+pub mod bot;
+pub mod config;
+pub mod connector;
+pub mod http;
+pub mod jobs;
+pub mod schema;
+pub mod telemetry;
+pub mod worker;
+
+#[cfg(feature = "testing")]
+pub mod testing;
