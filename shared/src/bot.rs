@@ -1,1 +1,376 @@
-//! bot
+//! The conversation: what each incoming activity does (the table in `product.md`).
+//!
+//! | input | behaviour |
+//! |---|---|
+//! | conversationUpdate, members added (not the bot) | [`Bot::welcome`] |
+//! | `run` / `run job` | [`Bot::run_job`] |
+//! | `show` / `show jobs` | [`Bot::show_jobs`] |
+//! | `done <number>` and its variants | [`Bot::done`] |
+//! | event `jobComplete` / `jobCompleted` | [`Bot::job_complete_event`] |
+//! | anything else | help text |
+//! | an error inside a turn | logged; "Sorry, it looks like something went wrong." |
+//!
+//! Completing a job never sends the proactive message from here: `done` and the event put a
+//! [`Completion`] on the queue, and the [`crate::worker`] delivers it, so a turn answers within
+//! the channel's time limit and a delivery can be retried without the user.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::Value;
+
+use crate::connector::{ConnectorClient, ConnectorError};
+use crate::jobs::{
+    Completion, CompletionQueue, Job, JobNumber, JobStore, QueueError, StoreError,
+};
+use crate::schema::{Activity, ConversationReference, activity_types};
+
+pub const HELP_TEXT: &str = "Type **run** to start a job, **show** to list the jobs, or \
+**done** followed by a job number to complete one. When a job completes I'll tell you in the \
+conversation where you started it, even if you've moved on.";
+pub const WELCOME_TEXT: &str = "Welcome to the proactive job bot!";
+pub const SORRY_TEXT: &str = "Sorry, it looks like something went wrong.";
+pub const EMPTY_LOG_TEXT: &str = "The job log is empty.";
+
+/// Names of the event activity an external job system sends when a job finishes.
+pub const JOB_COMPLETE_EVENTS: [&str; 2] = ["jobComplete", "jobCompleted"];
+
+/// How many jobs `show` lists.
+pub const SHOW_LIMIT: usize = 10;
+
+/// How often `run` draws a fresh number after a collision before giving up.
+const CREATE_ATTEMPTS: usize = 8;
+
+/// What the user asked for, parsed from a message's text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Run,
+    Show,
+    Done(DoneArgument),
+    Help,
+}
+
+/// What followed `done`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DoneArgument {
+    Number(JobNumber),
+    Missing,
+    NotANumber(String),
+}
+
+impl Command {
+    /// Parses a message's text. Teams prefixes channel messages with `<at>Bot</at>`; mentions
+    /// are dropped first. Case and surrounding spaces do not matter.
+    pub fn parse(text: &str) -> Command {
+        let text = strip_mentions(text);
+        let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
+        let words: Vec<&str> = words.iter().map(String::as_str).collect();
+        match words.as_slice() {
+            ["run"] | ["run", "job"] => Command::Run,
+            ["show"] | ["show", "jobs"] => Command::Show,
+            ["done"] | ["done", "job"] => Command::Done(DoneArgument::Missing),
+            ["done", arg] | ["done", "job", arg] => Command::Done(match arg.parse() {
+                Ok(number) => DoneArgument::Number(number),
+                Err(_) => DoneArgument::NotANumber((*arg).to_owned()),
+            }),
+            ["done", ..] => Command::Done(DoneArgument::NotANumber(
+                words[1..].join(" "),
+            )),
+            _ => Command::Help,
+        }
+    }
+}
+
+fn strip_mentions(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("<at>") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("</at>") {
+            Some(end) => rest = &rest[start + end + "</at>".len()..],
+            None => {
+                rest = &rest[start..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Why a turn failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Connector(#[from] ConnectorError),
+    #[error("no unused job number found after {0} attempts")]
+    NoFreeNumber(usize),
+}
+
+/// The conversation logic, with its ports. Built once per process.
+pub struct Bot {
+    store: Arc<dyn JobStore>,
+    queue: Arc<dyn CompletionQueue>,
+    connector: ConnectorClient,
+}
+
+impl Bot {
+    pub fn new(
+        store: Arc<dyn JobStore>,
+        queue: Arc<dyn CompletionQueue>,
+        connector: ConnectorClient,
+    ) -> Self {
+        Bot {
+            store,
+            queue,
+            connector,
+        }
+    }
+
+    /// Handles one validated incoming activity. Errors inside the turn are logged and the user
+    /// is told something went wrong; only a failure to tell them is returned.
+    pub async fn on_turn(&self, activity: &Activity) -> Result<(), TurnError> {
+        let Err(error) = self.dispatch(activity).await else {
+            return Ok(());
+        };
+        tracing::error!(
+            error = %error,
+            activity_type = %activity.kind,
+            activity_id = activity.id.as_deref().unwrap_or_default(),
+            conversation = activity.conversation_id().unwrap_or_default(),
+            channel = activity.channel_id.as_deref().unwrap_or_default(),
+            "turn failed"
+        );
+        if matches!(error, TurnError::Connector(_)) {
+            // The channel itself failed us; an apology would fail the same way.
+            return Err(error);
+        }
+        self.reply(activity, Activity::message(SORRY_TEXT)).await?;
+        Ok(())
+    }
+
+    async fn dispatch(&self, activity: &Activity) -> Result<(), TurnError> {
+        match activity.kind.as_str() {
+            activity_types::MESSAGE => {
+                let text = activity.text.as_deref().unwrap_or_default();
+                match Command::parse(text) {
+                    Command::Run => self.run_job(activity).await,
+                    Command::Show => self.show_jobs(activity).await,
+                    Command::Done(argument) => self.done(activity, argument).await,
+                    Command::Help => self.reply(activity, Activity::message(HELP_TEXT)).await,
+                }
+            }
+            activity_types::CONVERSATION_UPDATE => self.welcome(activity).await,
+            activity_types::EVENT
+                if activity
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| JOB_COMPLETE_EVENTS.contains(&n)) =>
+            {
+                self.job_complete_event(activity).await
+            }
+            // Other activity types and event names are not for this bot.
+            _ => Ok(()),
+        }
+    }
+
+    async fn reply(&self, activity: &Activity, reply: Activity) -> Result<(), TurnError> {
+        self.connector
+            .reply_to_activity(&activity.reply_with(reply))
+            .await?;
+        Ok(())
+    }
+
+    /// Members other than the bot joined: welcome them and say what the bot does.
+    pub async fn welcome(&self, activity: &Activity) -> Result<(), TurnError> {
+        let bot_id = activity.recipient.as_ref().map(|r| r.id.as_str());
+        let humans_added = activity
+            .members_added
+            .iter()
+            .flatten()
+            .any(|member| Some(member.id.as_str()) != bot_id);
+        if humans_added {
+            let text = format!("{WELCOME_TEXT} {HELP_TEXT}");
+            self.reply(activity, Activity::message(text)).await?;
+        }
+        Ok(())
+    }
+
+    /// `run`: create a job holding this turn's conversation reference and say its number.
+    pub async fn run_job(&self, activity: &Activity) -> Result<(), TurnError> {
+        let reference = ConversationReference::from_incoming(activity);
+        let job = self.create_job(reference).await?;
+        tracing::info!(job = %job.number, conversation = %job.reference.conversation.id, "job created");
+        let n = job.number;
+        let text = format!(
+            "Job {n} is running. We'll notify you when it's complete. (To complete it now, type **done {n}**.)"
+        );
+        self.reply(activity, Activity::markdown(text)).await
+    }
+
+    async fn create_job(&self, reference: ConversationReference) -> Result<Job, TurnError> {
+        for _ in 0..CREATE_ATTEMPTS {
+            let job = Job::new_running(JobNumber::random(), reference.clone(), Utc::now());
+            match self.store.create(&job).await {
+                Ok(()) => return Ok(job),
+                Err(StoreError::Duplicate(number)) => {
+                    tracing::debug!(%number, "job number taken, drawing another");
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(TurnError::NoFreeNumber(CREATE_ATTEMPTS))
+    }
+
+    /// `show`: the most recent jobs as a table, or "The job log is empty."
+    pub async fn show_jobs(&self, activity: &Activity) -> Result<(), TurnError> {
+        let page = self.store.list_recent(SHOW_LIMIT).await?;
+        if page.jobs.is_empty() {
+            return self.reply(activity, Activity::message(EMPTY_LOG_TEXT)).await;
+        }
+        let mut text = String::from("| Job | Conversation | State |\n|---|---|---|\n");
+        for job in &page.jobs {
+            let conversation = &job.reference.conversation;
+            let place = match conversation.name.as_deref() {
+                Some(name) if !name.is_empty() => name,
+                _ => conversation.id.as_str(),
+            };
+            text.push_str(&format!(
+                "| {} | {} ({}) | {} |\n",
+                job.number,
+                escape_cell(place),
+                escape_cell(&job.reference.channel_id),
+                escape_cell(&job.status.label())
+            ));
+        }
+        if page.total > page.jobs.len() {
+            text.push_str(&format!(
+                "\nShowing the {} most recent of {} jobs; {} more not shown.",
+                page.jobs.len(),
+                page.total,
+                page.total - page.jobs.len()
+            ));
+        }
+        self.reply(activity, Activity::markdown(text)).await
+    }
+
+    /// `done …`: every variant answered; a running job gets a completion on the queue.
+    pub async fn done(&self, activity: &Activity, argument: DoneArgument) -> Result<(), TurnError> {
+        let text = match argument {
+            DoneArgument::Missing => {
+                "Which job? Type **done** followed by the job number, for example **done 123456**. Type **show** to see the jobs.".to_owned()
+            }
+            DoneArgument::NotANumber(word) => format!(
+                "\"{}\" is not a job number. Type **done** followed by the job number, for example **done 123456**.",
+                word.chars().take(40).collect::<String>()
+            ),
+            DoneArgument::Number(number) => match self.request_completion(number).await? {
+                CompletionRequest::Queued => format!("Completing job {number}."),
+                CompletionRequest::NotFound => {
+                    format!("There is no job {number}. Type **show** to see the jobs.")
+                }
+                CompletionRequest::AlreadyComplete => format!("Job {number} is already complete."),
+            },
+        };
+        self.reply(activity, Activity::markdown(text)).await
+    }
+
+    /// The job system's own completion: like `done`, without a reply.
+    pub async fn job_complete_event(&self, activity: &Activity) -> Result<(), TurnError> {
+        let number = activity.value.as_ref().and_then(job_number_from_value);
+        let Some(number) = number else {
+            tracing::warn!(value = ?activity.value, "job completion event without a job number; ignored");
+            return Ok(());
+        };
+        let outcome = self.request_completion(number).await?;
+        tracing::info!(job = %number, ?outcome, "job completion event");
+        Ok(())
+    }
+
+    /// Queues the completion of a running job. Unknown and finished jobs need no queue message.
+    async fn request_completion(&self, number: JobNumber) -> Result<CompletionRequest, TurnError> {
+        let Some(job) = self.store.get(number).await? else {
+            return Ok(CompletionRequest::NotFound);
+        };
+        if !job.status.is_running() {
+            return Ok(CompletionRequest::AlreadyComplete);
+        }
+        let completion = Completion::new(number, job.reference.conversation.id.clone());
+        self.queue.send(&completion, Duration::ZERO).await?;
+        tracing::info!(job = %number, correlation_id = %completion.correlation_id, "completion queued");
+        Ok(CompletionRequest::Queued)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CompletionRequest {
+    Queued,
+    NotFound,
+    AlreadyComplete,
+}
+
+/// The event's value: a number, a numeric string, or `{"jobNumber"|"job"|"number": …}`.
+fn job_number_from_value(value: &Value) -> Option<JobNumber> {
+    match value {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()).and_then(JobNumber::new),
+        Value::String(s) => s.parse().ok(),
+        Value::Object(map) => ["jobNumber", "job", "number"]
+            .iter()
+            .find_map(|key| map.get(*key))
+            .and_then(job_number_from_value),
+        _ => None,
+    }
+}
+
+/// Keeps user-controlled names from breaking the Markdown table.
+fn escape_cell(text: &str) -> String {
+    text.replace('|', "\\|").replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn n(value: u32) -> JobNumber {
+        JobNumber::new(value).unwrap()
+    }
+
+    #[test]
+    fn commands_parse_like_the_sample_and_forgive_case_and_mentions() {
+        assert_eq!(Command::parse("run"), Command::Run);
+        assert_eq!(Command::parse("  Run Job "), Command::Run);
+        assert_eq!(Command::parse("<at>Job Bot</at> run"), Command::Run);
+        assert_eq!(Command::parse("show"), Command::Show);
+        assert_eq!(Command::parse("SHOW JOBS"), Command::Show);
+        assert_eq!(Command::parse("done 123456"), Command::Done(DoneArgument::Number(n(123_456))));
+        assert_eq!(Command::parse("done job 42"), Command::Done(DoneArgument::Number(n(42))));
+        assert_eq!(Command::parse("done"), Command::Done(DoneArgument::Missing));
+        assert_eq!(Command::parse("done abc"), Command::Done(DoneArgument::NotANumber("abc".into())));
+        assert_eq!(Command::parse("done 1 2"), Command::Done(DoneArgument::NotANumber("1 2".into())));
+        assert_eq!(Command::parse("done 0"), Command::Done(DoneArgument::NotANumber("0".into())));
+        assert_eq!(Command::parse("hello"), Command::Help);
+        assert_eq!(Command::parse(""), Command::Help);
+        assert_eq!(Command::parse("running"), Command::Help);
+    }
+
+    #[test]
+    fn event_values_name_the_job_in_several_shapes() {
+        assert_eq!(job_number_from_value(&json!(42)), Some(n(42)));
+        assert_eq!(job_number_from_value(&json!("42")), Some(n(42)));
+        assert_eq!(job_number_from_value(&json!({"jobNumber": 42})), Some(n(42)));
+        assert_eq!(job_number_from_value(&json!(-1)), None);
+        assert_eq!(job_number_from_value(&json!(1e20)), None);
+        assert_eq!(job_number_from_value(&json!(null)), None);
+    }
+
+    #[test]
+    fn table_cells_cannot_break_the_table() {
+        assert_eq!(escape_cell("a|b\nc"), "a\\|b c");
+    }
+}

@@ -9,7 +9,7 @@
 //! - [`bot`]: the conversation — what each activity does.
 //! - [`worker`]: the completion consumer the SQS function (and the local runner) runs.
 //! - [`http`]: the `POST /api/messages` router served by Lambda and locally.
-//! - [`config`]: settings from the environment.
+//! - [`config`]: settings from the environment; [`wiring`]: every client built once from them.
 
 pub mod adapters;
 pub mod auth;
@@ -20,6 +20,7 @@ pub mod http;
 pub mod jobs;
 pub mod schema;
 pub mod telemetry;
+pub mod wiring;
 pub mod worker;
 
 #[cfg(feature = "testing")]

@@ -1,0 +1,479 @@
+//! A moto server for integration tests: DynamoDB and SQS over their real wire protocols, on
+//! 127.0.0.1, with the table and queues created from `template.yaml` by
+//! `scripts/local_resources.py` (so the template stays the single source of truth).
+//!
+//! ```ignore
+//! let moto = MotoServer::shared();
+//! let resources = moto.create_resources("store").await; // fresh, uniquely named
+//! let (config, counter) = moto.sdk_config().await;
+//! let dynamodb = moto::dynamodb_client(&config, &counter);
+//! // … counter.count("DynamoDB", "PutItem") …
+//! ```
+//!
+//! Moto's server is required, never optional: when `moto_server` is not on PATH (nor the
+//! `moto` Python module importable) it is installed once with
+//! `python3 -m pip install 'moto[server]'`; if that fails too, the test panics saying so.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Credentials, Intercept, RuntimeComponents};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+
+const INSTALL_HINT: &str = "these tests need moto's server (DynamoDB and SQS on 127.0.0.1): \
+     install it with `python3 -m pip install 'moto[server]'` so that `moto_server` is on PATH";
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A running `moto_server -H 127.0.0.1 -p PORT`, stopped on drop.
+///
+/// On Unix the server runs under a tiny `sh` watchdog that stops it when its stdin (a pipe
+/// held by this process) closes, so even the [`MotoServer::shared`] server, which is never
+/// dropped, goes away when the test binary exits, however it exits.
+#[derive(Debug)]
+pub struct MotoServer {
+    endpoint: String,
+    log: PathBuf,
+    process: Mutex<Option<Child>>,
+    keepalive: Mutex<Option<ChildStdin>>,
+}
+
+/// The table and queues of `template.yaml`, created on moto for one test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResources {
+    /// The unique prefix of every name (`{prefix}-{LogicalId}`).
+    pub prefix: String,
+    pub table_name: String,
+    pub queue_url: String,
+    pub dead_letter_queue_url: String,
+    /// Every created resource: logical id → table name or queue URL.
+    pub all: BTreeMap<String, String>,
+}
+
+impl MotoServer {
+    /// Starts a server of its own (most tests share one: [`MotoServer::shared`]).
+    ///
+    /// # Panics
+    /// When moto's server cannot be found, installed or started.
+    pub fn start() -> MotoServer {
+        let launcher = launcher();
+        let mut failures = Vec::new();
+        // A free port can be taken between choosing it and moto binding it: try a few.
+        for _ in 0..3 {
+            match Self::try_start(&launcher) {
+                Ok(server) => return server,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!(
+            "could not start moto's server ({}):\n{}\n{INSTALL_HINT}",
+            launcher.describe(),
+            failures.join("\n")
+        );
+    }
+
+    /// One server for the whole test binary, started on first use. Tests sharing it must
+    /// use fresh resources ([`MotoServer::create_resources`] names them uniquely).
+    pub fn shared() -> &'static MotoServer {
+        static SHARED: OnceLock<MotoServer> = OnceLock::new();
+        SHARED.get_or_init(MotoServer::start)
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    /// An SDK configuration for moto (region us-east-1, static test credentials, endpoint
+    /// URL = moto) and a fresh [`RequestCounter`]. `SdkConfig` cannot carry interceptors:
+    /// build clients with [`dynamodb_client`] and [`sqs_client`] to have them counted.
+    pub async fn sdk_config(&self) -> (SdkConfig, RequestCounter) {
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .endpoint_url(self.endpoint())
+            .load()
+            .await;
+        (config, RequestCounter::default())
+    }
+
+    /// Creates the template's table and queues under a fresh prefix derived from `prefix`
+    /// (kept short: SQS names are limited to 80 characters).
+    ///
+    /// # Panics
+    /// When the script fails.
+    pub async fn create_resources(&self, prefix: &str) -> LocalResources {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let mut clean: String = prefix
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .take(32)
+            .collect();
+        if clean.is_empty() {
+            clean.push('t');
+        }
+        let unique = format!(
+            "{clean}-{}{:06x}",
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            fastrand::u32(..0x100_0000)
+        );
+
+        let root = workspace_root();
+        let mut command = Command::new("python3");
+        command
+            .arg(root.join("scripts/local_resources.py"))
+            .arg("--endpoint-url")
+            .arg(&self.endpoint)
+            .arg("--template")
+            .arg(root.join("template.yaml"))
+            .arg("--prefix")
+            .arg(&unique)
+            .arg("--region")
+            .arg("us-east-1")
+            // Never real credentials, even if the environment has some.
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE");
+        let output = tokio::task::spawn_blocking(move || command.output())
+            .await
+            .expect("the resource script's thread panicked")
+            .unwrap_or_else(|e| panic!("could not run python3 scripts/local_resources.py: {e}"));
+        assert!(
+            output.status.success(),
+            "scripts/local_resources.py failed ({}):\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let all: BTreeMap<String, String> = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "scripts/local_resources.py printed no JSON object ({e}): {}",
+                    String::from_utf8_lossy(&output.stdout)
+                )
+            });
+        let take = |id: &str| {
+            all.get(id)
+                .cloned()
+                .unwrap_or_else(|| panic!("template.yaml defines no {id}; created: {all:?}"))
+        };
+        LocalResources {
+            prefix: unique.clone(),
+            table_name: take("JobsTable"),
+            queue_url: take("CompletionsQueue"),
+            dead_letter_queue_url: take("CompletionsDeadLetterQueue"),
+            all: all.clone(),
+        }
+    }
+
+    fn try_start(launcher: &Launcher) -> Result<MotoServer, String> {
+        let port = free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+        let log = std::env::temp_dir().join(format!(
+            "moto-server-{}-{port}.log",
+            std::process::id()
+        ));
+        let mut args: Vec<String> = launcher.args.clone();
+        args.extend(["-H", "127.0.0.1", "-p"].map(String::from));
+        args.push(port.to_string());
+
+        let mut command = watchdog_command(&launcher.program, &args, &log);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawning {}: {e}", launcher.describe()))?;
+        let keepalive = child.stdin.take();
+        let mut server = MotoServer {
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+            process: Mutex::new(Some(child)),
+            keepalive: Mutex::new(keepalive),
+        };
+
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        loop {
+            if answers_http(address) {
+                return Ok(server);
+            }
+            if let Some(status) = server.exited() {
+                let log = server.log_tail();
+                server.stop();
+                return Err(format!("moto's server exited ({status}) on port {port}:\n{log}"));
+            }
+            if Instant::now() > deadline {
+                let log = server.log_tail();
+                server.stop();
+                return Err(format!(
+                    "moto's server did not answer on port {port} within {READY_TIMEOUT:?}:\n{log}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn exited(&mut self) -> Option<String> {
+        let process = self.process.get_mut().unwrap_or_else(|p| p.into_inner());
+        match process.as_mut().map(Child::try_wait) {
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    fn stop(&mut self) {
+        // Closing the watchdog's stdin makes it stop moto and exit.
+        drop(self.keepalive.get_mut().unwrap_or_else(|p| p.into_inner()).take());
+        let process = self.process.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut child) = process.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Counts the requests the SDK clients it is attached to put on the wire (every attempt,
+/// retries included), per service and operation, e.g. `count("DynamoDB", "PutItem")`.
+/// Clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter {
+    counts: Arc<Mutex<BTreeMap<String, usize>>>,
+}
+
+impl RequestCounter {
+    fn counts(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, usize>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Requests of one operation, e.g. `("DynamoDB", "Query")`, `("SQS", "SendMessage")`.
+    pub fn count(&self, service: &str, operation: &str) -> usize {
+        self.counts()
+            .get(&format!("{service}.{operation}"))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Requests to one service, all operations.
+    pub fn service_total(&self, service: &str) -> usize {
+        let prefix = format!("{service}.");
+        self.counts()
+            .iter()
+            .filter(|(key, _)| key.starts_with(&prefix))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    pub fn total(&self) -> usize {
+        self.counts().values().sum()
+    }
+
+    pub fn reset(&self) {
+        self.counts().clear();
+    }
+
+    /// `"Service.Operation"` → requests.
+    pub fn snapshot(&self) -> BTreeMap<String, usize> {
+        self.counts().clone()
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let key = cfg
+            .load::<Metadata>()
+            .map(|m| format!("{}.{}", m.service(), m.name()))
+            .unwrap_or_else(|| "unknown.unknown".to_owned());
+        *self.counts().entry(key).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// A DynamoDB client for `config` whose requests `counter` counts.
+pub fn dynamodb_client(config: &SdkConfig, counter: &RequestCounter) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::config::Builder::from(config)
+        .interceptor(counter.clone())
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// An SQS client for `config` whose requests `counter` counts.
+pub fn sqs_client(config: &SdkConfig, counter: &RequestCounter) -> aws_sdk_sqs::Client {
+    let config = aws_sdk_sqs::config::Builder::from(config)
+        .interceptor(counter.clone())
+        .build();
+    aws_sdk_sqs::Client::from_conf(config)
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("shared/ lives in the workspace")
+        .to_path_buf()
+}
+
+/// How to run moto's server: `moto_server`, or `python3 -m moto.server`.
+#[derive(Debug, Clone)]
+struct Launcher {
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+impl Launcher {
+    fn describe(&self) -> String {
+        std::iter::once(self.program.display().to_string())
+            .chain(self.args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Finds moto's server, installing it with pip (once per test binary) if it is missing.
+fn launcher() -> Launcher {
+    static INSTALL: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Some(found) = find_launcher() {
+        return found;
+    }
+    let installed = INSTALL.get_or_init(|| {
+        eprintln!("moto_server is not on PATH: running python3 -m pip install 'moto[server]'");
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "moto[server]"])
+            .stdin(Stdio::null())
+            .status()
+            .map_err(|e| format!("could not run python3 -m pip: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("python3 -m pip install 'moto[server]' failed ({status})"))
+        }
+    });
+    match (installed, find_launcher()) {
+        (_, Some(found)) => found,
+        (Err(e), None) => panic!("moto's server is missing and installing it failed: {e}\n{INSTALL_HINT}"),
+        (Ok(()), None) => panic!(
+            "moto[server] was installed but neither `moto_server` (PATH) nor the `moto` Python \
+             module can be found\n{INSTALL_HINT}"
+        ),
+    }
+}
+
+fn find_launcher() -> Option<Launcher> {
+    if let Some(path) = find_on_path("moto_server") {
+        return Some(Launcher {
+            program: path,
+            args: Vec::new(),
+        });
+    }
+    // pip may have put the script outside PATH (e.g. ~/.local/bin); the module still runs.
+    let importable = Command::new("python3")
+        .args(["-c", "import moto.server, boto3, yaml"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    importable.then(|| Launcher {
+        program: PathBuf::from("python3"),
+        args: ["-m", "moto.server"].map(String::from).to_vec(),
+    })
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// The server under a watchdog: `sh` starts it in the background (its stdin /dev/null, its
+/// output in `log`), waits for its own stdin to close, then stops it.
+#[cfg(unix)]
+fn watchdog_command(program: &Path, args: &[String], log: &Path) -> Command {
+    const SCRIPT: &str = r#"log="$1"; shift
+"$@" >"$log" 2>&1 &
+server=$!
+read _ || true
+kill "$server" 2>/dev/null
+wait "$server"
+exit 0"#;
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg("moto-watchdog")
+        .arg(log)
+        .arg(program)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+#[cfg(not(unix))]
+fn watchdog_command(program: &Path, args: &[String], log: &Path) -> Command {
+    let mut command = Command::new(program);
+    command.args(args);
+    if let Ok(file) = std::fs::File::create(log) {
+        if let Ok(copy) = file.try_clone() {
+            command.stdout(copy);
+        }
+        command.stderr(file);
+    }
+    command
+}
+
+/// Whether something answering HTTP listens at `address`.
+fn answers_http(address: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /moto-api/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 8];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
+}
