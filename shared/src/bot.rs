@@ -21,9 +21,7 @@ use chrono::Utc;
 use serde_json::Value;
 
 use crate::connector::{ConnectorClient, ConnectorError};
-use crate::jobs::{
-    Completion, CompletionQueue, Job, JobNumber, JobStore, QueueError, StoreError,
-};
+use crate::jobs::{Completion, CompletionQueue, Job, JobNumber, JobStore, QueueError, StoreError};
 use crate::schema::{Activity, ConversationReference, activity_types};
 
 pub const HELP_TEXT: &str = "Type **run** to start a job, **show** to list the jobs, or \
@@ -74,9 +72,7 @@ impl Command {
                 Ok(number) => DoneArgument::Number(number),
                 Err(_) => DoneArgument::NotANumber((*arg).to_owned()),
             }),
-            ["done", ..] => Command::Done(DoneArgument::NotANumber(
-                words[1..].join(" "),
-            )),
+            ["done", ..] => Command::Done(DoneArgument::NotANumber(words[1..].join(" "))),
             _ => Command::Help,
         }
     }
@@ -231,7 +227,9 @@ impl Bot {
     pub async fn show_jobs(&self, activity: &Activity) -> Result<(), TurnError> {
         let page = self.store.list_recent(SHOW_LIMIT).await?;
         if page.jobs.is_empty() {
-            return self.reply(activity, Activity::message(EMPTY_LOG_TEXT)).await;
+            return self
+                .reply(activity, Activity::message(EMPTY_LOG_TEXT))
+                .await;
         }
         let mut text = String::from("| Job | Conversation | State |\n|---|---|---|\n");
         for job in &page.jobs {
@@ -317,7 +315,10 @@ enum CompletionRequest {
 /// The event's value: a number, a numeric string, or `{"jobNumber"|"job"|"number": …}`.
 fn job_number_from_value(value: &Value) -> Option<JobNumber> {
     match value {
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()).and_then(JobNumber::new),
+        Value::Number(n) => n
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .and_then(JobNumber::new),
         Value::String(s) => s.parse().ok(),
         Value::Object(map) => ["jobNumber", "job", "number"]
             .iter()
@@ -348,12 +349,27 @@ mod tests {
         assert_eq!(Command::parse("<at>Job Bot</at> run"), Command::Run);
         assert_eq!(Command::parse("show"), Command::Show);
         assert_eq!(Command::parse("SHOW JOBS"), Command::Show);
-        assert_eq!(Command::parse("done 123456"), Command::Done(DoneArgument::Number(n(123_456))));
-        assert_eq!(Command::parse("done job 42"), Command::Done(DoneArgument::Number(n(42))));
+        assert_eq!(
+            Command::parse("done 123456"),
+            Command::Done(DoneArgument::Number(n(123_456)))
+        );
+        assert_eq!(
+            Command::parse("done job 42"),
+            Command::Done(DoneArgument::Number(n(42)))
+        );
         assert_eq!(Command::parse("done"), Command::Done(DoneArgument::Missing));
-        assert_eq!(Command::parse("done abc"), Command::Done(DoneArgument::NotANumber("abc".into())));
-        assert_eq!(Command::parse("done 1 2"), Command::Done(DoneArgument::NotANumber("1 2".into())));
-        assert_eq!(Command::parse("done 0"), Command::Done(DoneArgument::NotANumber("0".into())));
+        assert_eq!(
+            Command::parse("done abc"),
+            Command::Done(DoneArgument::NotANumber("abc".into()))
+        );
+        assert_eq!(
+            Command::parse("done 1 2"),
+            Command::Done(DoneArgument::NotANumber("1 2".into()))
+        );
+        assert_eq!(
+            Command::parse("done 0"),
+            Command::Done(DoneArgument::NotANumber("0".into()))
+        );
         assert_eq!(Command::parse("hello"), Command::Help);
         assert_eq!(Command::parse(""), Command::Help);
         assert_eq!(Command::parse("running"), Command::Help);
@@ -363,7 +379,10 @@ mod tests {
     fn event_values_name_the_job_in_several_shapes() {
         assert_eq!(job_number_from_value(&json!(42)), Some(n(42)));
         assert_eq!(job_number_from_value(&json!("42")), Some(n(42)));
-        assert_eq!(job_number_from_value(&json!({"jobNumber": 42})), Some(n(42)));
+        assert_eq!(
+            job_number_from_value(&json!({"jobNumber": 42})),
+            Some(n(42))
+        );
         assert_eq!(job_number_from_value(&json!(-1)), None);
         assert_eq!(job_number_from_value(&json!(1e20)), None);
         assert_eq!(job_number_from_value(&json!(null)), None);

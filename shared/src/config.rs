@@ -34,7 +34,9 @@ pub enum ConfigError {
         expected: &'static str,
         value: String,
     },
-    #[error("set both JOBS_TABLE_NAME and COMPLETIONS_QUEUE_URL (for DynamoDB and SQS) or neither (in memory); only {0} is set")]
+    #[error(
+        "set both JOBS_TABLE_NAME and COMPLETIONS_QUEUE_URL (for DynamoDB and SQS) or neither (in memory); only {0} is set"
+    )]
     HalfAws(&'static str),
     #[error(transparent)]
     Auth(#[from] crate::auth::ConfigError),
@@ -60,7 +62,11 @@ impl Settings {
 
     /// Reads settings through `lookup` (tests pass a map). Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let port = match get("PORT") {
             None => 3978,
             Some(value) => value.parse().map_err(|_| ConfigError::Invalid {
@@ -80,15 +86,17 @@ impl Settings {
         };
         let job_retention_days = match get("JOB_RETENTION_DAYS") {
             None => 30,
-            Some(value) => value
-                .parse()
-                .ok()
-                .filter(|days| *days > 0)
-                .ok_or(ConfigError::Invalid {
-                    name: "JOB_RETENTION_DAYS",
-                    expected: "a positive number of days",
-                    value,
-                })?,
+            Some(value) => {
+                value
+                    .parse()
+                    .ok()
+                    .filter(|days| *days > 0)
+                    .ok_or(ConfigError::Invalid {
+                        name: "JOB_RETENTION_DAYS",
+                        expected: "a positive number of days",
+                        value,
+                    })?
+            }
         };
         Ok(Settings {
             port,
@@ -106,8 +114,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let map: HashMap<String, String> =
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -121,9 +131,22 @@ mod tests {
 
     #[test]
     fn aws_needs_both_the_table_and_the_queue() {
-        assert!(matches!(settings(&[("JOBS_TABLE_NAME", "t")]), Err(ConfigError::HalfAws(_))));
-        let s = settings(&[("JOBS_TABLE_NAME", "t"), ("COMPLETIONS_QUEUE_URL", "http://q")]).unwrap();
-        assert_eq!(s.backend, Backend::Aws { table_name: "t".into(), queue_url: "http://q".into() });
+        assert!(matches!(
+            settings(&[("JOBS_TABLE_NAME", "t")]),
+            Err(ConfigError::HalfAws(_))
+        ));
+        let s = settings(&[
+            ("JOBS_TABLE_NAME", "t"),
+            ("COMPLETIONS_QUEUE_URL", "http://q"),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.backend,
+            Backend::Aws {
+                table_name: "t".into(),
+                queue_url: "http://q".into()
+            }
+        );
     }
 
     #[test]

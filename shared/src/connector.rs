@@ -33,7 +33,11 @@ pub fn encode_segment(id: &str) -> String {
 
 /// The URL of a Connector call: the serviceUrl with its path prefix kept and a trailing `/`
 /// ensured, then `v3/conversations/{conversationId}/activities[/{activityId}]`.
-pub fn activities_url(service_url: &str, conversation_id: &str, reply_to_id: Option<&str>) -> String {
+pub fn activities_url(
+    service_url: &str,
+    conversation_id: &str,
+    reply_to_id: Option<&str>,
+) -> String {
     let mut url = service_url.to_owned();
     if !url.ends_with('/') {
         url.push('/');
@@ -241,9 +245,9 @@ impl ConnectorClient {
         url: &str,
         activity: &Activity,
     ) -> Result<ResourceResponse, ConnectorError> {
-        self.policy
-            .check(service_url)
-            .map_err(|why| ConnectorError::ServiceUrlNotAllowed(format!("{service_url} ({why})")))?;
+        self.policy.check(service_url).map_err(|why| {
+            ConnectorError::ServiceUrlNotAllowed(format!("{service_url} ({why})"))
+        })?;
         let mut request = self.http.post(url).json(activity);
         if let Some(authorization) = self.credentials.authorization().await? {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);

@@ -105,8 +105,9 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<()
         tracing::warn!("request without Authorization refused");
         return Err(ApiError::Unauthorized);
     }
-    let activity: Activity = serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("body is not a valid activity: {}", short(&e))))?;
+    let activity: Activity = serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!("body is not a valid activity: {}", short(&e)))
+    })?;
     activity
         .validate_incoming()
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;

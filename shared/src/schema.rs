@@ -225,8 +225,9 @@ mod lenient_timestamp {
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         match value {
-            Some(ts) => serializer
-                .serialize_str(&ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            Some(ts) => {
+                serializer.serialize_str(&ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            }
             None => serializer.serialize_none(),
         }
     }

@@ -44,7 +44,13 @@ impl Services {
 
         let (store, queue, source): (Arc<dyn JobStore>, Arc<dyn CompletionQueue>, QueueSource) =
             match (&settings.backend, &aws) {
-                (Backend::Aws { table_name, queue_url }, Some(aws)) => {
+                (
+                    Backend::Aws {
+                        table_name,
+                        queue_url,
+                    },
+                    Some(aws),
+                ) => {
                     let dynamodb = aws_sdk_dynamodb::Client::new(aws);
                     let sqs = aws_sdk_sqs::Client::new(aws);
                     (
@@ -110,7 +116,9 @@ async fn read_secret(aws: &aws_config::SdkConfig, arn: &str) -> Result<String, C
         .secret_id(arn)
         .send()
         .await
-        .map_err(|e| ConfigError::Secret(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
+        .map_err(|e| {
+            ConfigError::Secret(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string())
+        })?;
     let secret = output
         .secret_string()
         .ok_or_else(|| ConfigError::Secret(format!("secret {arn} has no string value")))?;

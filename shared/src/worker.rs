@@ -30,9 +30,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Utc;
 
 use crate::connector::ConnectorClient;
-use crate::jobs::{
-    CompleteOutcome, Completion, DeliveryOutcome, JobNumber, JobStatus, JobStore,
-};
+use crate::jobs::{CompleteOutcome, Completion, DeliveryOutcome, JobNumber, JobStatus, JobStore};
 use crate::schema::Activity;
 
 /// Worker settings.
@@ -146,7 +144,9 @@ impl CompletionWorker {
         }
 
         let results = futures_util::future::join_all(
-            groups.into_iter().map(|group| self.process_conversation(group, records)),
+            groups
+                .into_iter()
+                .map(|group| self.process_conversation(group, records)),
         )
         .await;
         for (index, outcome) in results.into_iter().flatten() {
@@ -172,7 +172,11 @@ impl CompletionWorker {
             }
             listed.push((message_id, outcome));
         }
-        tracing::info!(records = records.len(), ?report, "completion batch processed");
+        tracing::info!(
+            records = records.len(),
+            ?report,
+            "completion batch processed"
+        );
         (response, listed)
     }
 
@@ -208,8 +212,13 @@ impl CompletionWorker {
         let _enter = span.enter();
         let now = Utc::now();
         let lease_until = now
-            + chrono::Duration::from_std(self.config.lease).unwrap_or(chrono::Duration::seconds(60));
-        let job = match self.store.complete_if_running(number, now, lease_until).await {
+            + chrono::Duration::from_std(self.config.lease)
+                .unwrap_or(chrono::Duration::seconds(60));
+        let job = match self
+            .store
+            .complete_if_running(number, now, lease_until)
+            .await
+        {
             Ok(CompleteOutcome::Completed(job)) => job,
             Ok(CompleteOutcome::NotFound) => {
                 tracing::warn!("completion for an unknown job acknowledged");
@@ -249,7 +258,11 @@ impl CompletionWorker {
                 }
             }
         };
-        if let Err(error) = self.store.record_delivery(number, delivery.clone(), Utc::now()).await {
+        if let Err(error) = self
+            .store
+            .record_delivery(number, delivery.clone(), Utc::now())
+            .await
+        {
             // The send already happened (or is known impossible). Retrying the record would
             // send again once the lease lapses, so acknowledge; `show` says "completing" until
             // the lease lapses and a later duplicate, if any, finds it Notified.

@@ -28,7 +28,11 @@ async fn a_reply_posts_to_the_activity_under_the_service_url_prefix_and_reads_th
     let connector = ConnectorStandIn::start().await;
     connector.script(ScriptedResponse::status(200, Some(r#"{"id":"reply-1"}"#)));
     let response = client()
-        .reply_to_activity(&message(&connector, "19:x@thread.skype;messageid=9", Some("1:a/b")))
+        .reply_to_activity(&message(
+            &connector,
+            "19:x@thread.skype;messageid=9",
+            Some("1:a/b"),
+        ))
         .await
         .unwrap();
     assert_eq!(response.id.as_deref(), Some("reply-1"));
@@ -40,7 +44,10 @@ async fn a_reply_posts_to_the_activity_under_the_service_url_prefix_and_reads_th
         "/amer/v3/conversations/19%3Ax%40thread.skype%3Bmessageid%3D9/activities/1%3Aa%2Fb"
     );
     assert_eq!(requests[0].text(), "hello");
-    assert_eq!(requests[0].authorization, None, "no app id: no Authorization header");
+    assert_eq!(
+        requests[0].authorization, None,
+        "no app id: no Authorization header"
+    );
 }
 
 #[tokio::test]
@@ -49,11 +56,22 @@ async fn a_proactive_send_posts_to_the_conversation_and_accepts_202_without_a_bo
     connector.script(ScriptedResponse::status(202, None));
     connector.script(ScriptedResponse::status(201, Some(r#"{"id":"created"}"#)));
     let client = client();
-    let first = client.send_to_conversation(&message(&connector, "a|livechat", None)).await.unwrap();
+    let first = client
+        .send_to_conversation(&message(&connector, "a|livechat", None))
+        .await
+        .unwrap();
     assert_eq!(first.id, None);
-    let second = client.send_to_conversation(&message(&connector, "a|livechat", None)).await.unwrap();
+    let second = client
+        .send_to_conversation(&message(&connector, "a|livechat", None))
+        .await
+        .unwrap();
     assert_eq!(second.id.as_deref(), Some("created"));
-    assert!(connector.requests().iter().all(|r| r.path == "/amer/v3/conversations/a%7Clivechat/activities"));
+    assert!(
+        connector
+            .requests()
+            .iter()
+            .all(|r| r.path == "/amer/v3/conversations/a%7Clivechat/activities")
+    );
 }
 
 #[tokio::test]
@@ -63,9 +81,18 @@ async fn the_bot_framework_error_shape_is_parsed() {
         ScriptedResponse::status(403, Some(r#"{"error":{"code":"BotNotInConversationRoster","message":"The bot is not part of the conversation roster."}}"#))
             .with_header("X-Correlating-OperationId", "op-123"),
     );
-    let error = client().send_to_conversation(&message(&connector, "c", None)).await.unwrap_err();
+    let error = client()
+        .send_to_conversation(&message(&connector, "c", None))
+        .await
+        .unwrap_err();
     match &error {
-        ConnectorError::Status { status, code, message, correlation_id, .. } => {
+        ConnectorError::Status {
+            status,
+            code,
+            message,
+            correlation_id,
+            ..
+        } => {
             assert_eq!(*status, 403);
             assert_eq!(code.as_deref(), Some("BotNotInConversationRoster"));
             assert_eq!(message, "The bot is not part of the conversation roster.");
@@ -84,9 +111,17 @@ async fn the_teams_error_shape_is_parsed() {
         412,
         Some(r#"{"errorCode":209,"message":"{\"message\":\"MessageWritesBlocked\"}"}"#),
     ));
-    let error = client().send_to_conversation(&message(&connector, "c", None)).await.unwrap_err();
+    let error = client()
+        .send_to_conversation(&message(&connector, "c", None))
+        .await
+        .unwrap_err();
     match &error {
-        ConnectorError::Status { status, code, message, .. } => {
+        ConnectorError::Status {
+            status,
+            code,
+            message,
+            ..
+        } => {
             assert_eq!(*status, 412);
             assert_eq!(code.as_deref(), Some("209"));
             assert!(message.contains("MessageWritesBlocked"));
@@ -99,10 +134,20 @@ async fn the_teams_error_shape_is_parsed() {
 #[tokio::test]
 async fn throttling_is_retryable_with_its_retry_after_and_a_plain_text_error_is_kept() {
     let connector = ConnectorStandIn::start().await;
-    connector.script(ScriptedResponse::status(429, Some("slow down")).with_header("Retry-After", "3"));
-    let error = client().send_to_conversation(&message(&connector, "c", None)).await.unwrap_err();
+    connector
+        .script(ScriptedResponse::status(429, Some("slow down")).with_header("Retry-After", "3"));
+    let error = client()
+        .send_to_conversation(&message(&connector, "c", None))
+        .await
+        .unwrap_err();
     match &error {
-        ConnectorError::Status { status, retry_after, message, code, .. } => {
+        ConnectorError::Status {
+            status,
+            retry_after,
+            message,
+            code,
+            ..
+        } => {
             assert_eq!(*status, 429);
             assert_eq!(*retry_after, Some(Duration::from_secs(3)));
             assert_eq!(message, "slow down");
@@ -123,7 +168,10 @@ async fn a_slow_connector_times_out() {
     })
     .unwrap();
     let started = std::time::Instant::now();
-    let error = client.send_to_conversation(&message(&connector, "c", None)).await.unwrap_err();
+    let error = client
+        .send_to_conversation(&message(&connector, "c", None))
+        .await
+        .unwrap_err();
     assert!(matches!(error, ConnectorError::Timeout), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(4));
     assert!(error.is_retryable());
@@ -143,7 +191,10 @@ async fn a_service_url_the_policy_refuses_is_never_called() {
         ..ConnectorConfig::default()
     })
     .unwrap();
-    let error = client.send_to_conversation(&message(&connector, "c", None)).await.unwrap_err();
+    let error = client
+        .send_to_conversation(&message(&connector, "c", None))
+        .await
+        .unwrap_err();
     assert!(matches!(error, ConnectorError::ServiceUrlNotAllowed(_)));
     assert!(!error.is_retryable());
     assert!(connector.requests().is_empty());

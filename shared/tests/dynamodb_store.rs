@@ -94,10 +94,18 @@ async fn a_created_job_reads_back_unchanged_with_unknown_reference_fields_and_a_
     let job = teams_job(123_456, T0 + 7);
 
     f.store.create(&job).await.expect("create");
-    let read = f.store.get(job.number).await.expect("get").expect("the job exists");
+    let read = f
+        .store
+        .get(job.number)
+        .await
+        .expect("get")
+        .expect("the job exists");
 
     assert_eq!(read, job);
-    assert_eq!(read.reference.conversation.id, "19:f00dfeed123456@thread.skype;messageid=1");
+    assert_eq!(
+        read.reference.conversation.id,
+        "19:f00dfeed123456@thread.skype;messageid=1"
+    );
     assert_eq!(read.reference.extra["futureReferenceField"], "kept");
     assert_eq!(
         read.reference.conversation.extra["futureConversationField"],
@@ -108,7 +116,10 @@ async fn a_created_job_reads_back_unchanged_with_unknown_reference_fields_and_a_
     assert_eq!(item["listKey"], AttributeValue::S("job".into()));
     assert_eq!(item["createdAt"], AttributeValue::N((T0 + 7).to_string()));
     assert_eq!(item["state"], AttributeValue::S("running".into()));
-    assert!(!item.contains_key("expiresAt"), "a running job never expires");
+    assert!(
+        !item.contains_key("expiresAt"),
+        "a running job never expires"
+    );
 }
 
 #[tokio::test]
@@ -120,11 +131,21 @@ async fn creating_an_existing_number_is_a_duplicate_and_leaves_the_original_unch
     impostor.reference.service_url = "https://attacker.example/".into();
 
     f.counter.reset();
-    let error = f.store.create(&impostor).await.expect_err("a second create must fail");
+    let error = f
+        .store
+        .create(&impostor)
+        .await
+        .expect_err("a second create must fail");
 
-    assert!(matches!(error, StoreError::Duplicate(n) if n == original.number), "{error:?}");
+    assert!(
+        matches!(error, StoreError::Duplicate(n) if n == original.number),
+        "{error:?}"
+    );
     assert_eq!(f.counter.count("DynamoDB", "PutItem"), 1);
-    assert_eq!(f.store.get(original.number).await.expect("get"), Some(original));
+    assert_eq!(
+        f.store.get(original.number).await.expect("get"),
+        Some(original)
+    );
 }
 
 #[tokio::test]
@@ -148,7 +169,11 @@ async fn an_item_missing_its_reference_is_reported_corrupt_without_a_panic() {
         .await
         .expect("PutItem");
 
-    let error = f.store.get(number(424_242)).await.expect_err("a corrupt item is an error");
+    let error = f
+        .store
+        .get(number(424_242))
+        .await
+        .expect_err("a corrupt item is an error");
     match &error {
         StoreError::Corrupt { number, detail } => {
             assert_eq!(number, "424242");
@@ -158,10 +183,15 @@ async fn an_item_missing_its_reference_is_reported_corrupt_without_a_panic() {
     }
     // A completion of it is refused the same way, and listing leaves it out.
     assert!(matches!(
-        f.store.complete_if_running(number(424_242), at(T0), at(T0 + 1)).await,
+        f.store
+            .complete_if_running(number(424_242), at(T0), at(T0 + 1))
+            .await,
         Err(StoreError::Corrupt { .. })
     ));
-    f.store.create(&teams_job(100_001, T0 + 1)).await.expect("create");
+    f.store
+        .create(&teams_job(100_001, T0 + 1))
+        .await
+        .expect("create");
     let page = f.store.list_recent(10).await.expect("list");
     assert_eq!(page.jobs.len(), 1);
     assert_eq!(page.total, 2);
@@ -186,7 +216,12 @@ async fn listing_25_jobs_with_limit_10_returns_the_10_most_recent_in_order_by_qu
     let listed: Vec<u32> = page.jobs.iter().map(|j| j.number.get() - 300_000).collect();
     assert_eq!(listed, (16..=25).rev().collect::<Vec<_>>());
     assert_eq!(page.total, 25);
-    assert_eq!(f.counter.count("DynamoDB", "Query"), 2, "{:?}", f.counter.snapshot());
+    assert_eq!(
+        f.counter.count("DynamoDB", "Query"),
+        2,
+        "{:?}",
+        f.counter.snapshot()
+    );
     assert_eq!(f.counter.count("DynamoDB", "Scan"), 0);
     assert_eq!(f.counter.total(), 2, "{:?}", f.counter.snapshot());
 
@@ -221,7 +256,15 @@ async fn completing_a_running_job_leases_it_in_one_request() {
     };
     assert_eq!(completed.status, expected);
     assert_eq!(completed.reference, job.reference);
-    assert_eq!(f.store.get(job.number).await.expect("get").expect("job").status, expected);
+    assert_eq!(
+        f.store
+            .get(job.number)
+            .await
+            .expect("get")
+            .expect("job")
+            .status,
+        expected
+    );
 }
 
 #[tokio::test]
@@ -332,7 +375,9 @@ async fn recording_a_notification_finishes_the_job_and_sets_its_ttl_to_finish_pl
     assert!(!item.contains_key("leaseUntil"));
     // Finished: a redelivered completion finds it already complete.
     assert!(matches!(
-        f.store.complete_if_running(job.number, at(T0 + 999_000), at(T0 + 999_999)).await,
+        f.store
+            .complete_if_running(job.number, at(T0 + 999_000), at(T0 + 999_999))
+            .await,
         Ok(CompleteOutcome::AlreadyComplete(_))
     ));
 }
@@ -355,7 +400,9 @@ async fn a_second_record_delivery_changes_nothing() {
     f.store
         .record_delivery(
             job.number,
-            DeliveryOutcome::Failed { reason: "late report".into() },
+            DeliveryOutcome::Failed {
+                reason: "late report".into(),
+            },
             at(T0 + 50_000),
         )
         .await
@@ -378,7 +425,15 @@ async fn record_delivery_does_nothing_to_a_running_or_unknown_job_and_records_fa
         .record_delivery(job.number, DeliveryOutcome::Notified, at(T0 + 1_000))
         .await
         .expect("record on a running job");
-    assert_eq!(f.store.get(job.number).await.expect("get").expect("job").status, JobStatus::Running);
+    assert_eq!(
+        f.store
+            .get(job.number)
+            .await
+            .expect("get")
+            .expect("job")
+            .status,
+        JobStatus::Running
+    );
     f.store
         .record_delivery(number(500_404), DeliveryOutcome::Notified, at(T0))
         .await
@@ -392,7 +447,9 @@ async fn record_delivery_does_nothing_to_a_running_or_unknown_job_and_records_fa
     f.store
         .record_delivery(
             job.number,
-            DeliveryOutcome::Failed { reason: "the bot was removed from the conversation".into() },
+            DeliveryOutcome::Failed {
+                reason: "the bot was removed from the conversation".into(),
+            },
             at(T0 + 20_000),
         )
         .await

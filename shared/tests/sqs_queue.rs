@@ -65,7 +65,10 @@ async fn a_sent_completion_is_received_with_its_body_and_correlation_id() {
     let body = message.body.as_deref().expect("a body");
     assert_eq!(Completion::from_body(body).expect("a completion"), sent);
     let attribute = &message.message_attributes["correlationId"];
-    assert_eq!(attribute.string_value.as_deref(), Some(sent.correlation_id.as_str()));
+    assert_eq!(
+        attribute.string_value.as_deref(),
+        Some(sent.correlation_id.as_str())
+    );
     assert_eq!(attribute.data_type.as_deref(), Some("String"));
     assert_eq!(message.attributes["ApproximateReceiveCount"], "1");
     assert_eq!(message.event_source.as_deref(), Some("aws:sqs"));
@@ -84,13 +87,20 @@ async fn a_delayed_completion_is_not_received_before_its_delay_but_is_after() {
     let sent = completion(200_002);
     let started = Instant::now();
 
-    f.queue.send(&sent, Duration::from_secs(2)).await.expect("send");
+    f.queue
+        .send(&sent, Duration::from_secs(2))
+        .await
+        .expect("send");
 
     let early = f.poller.receive(10, 0).await.expect("receive");
     assert!(early.is_empty(), "received before its delay: {early:?}");
     let messages = f.receive_within(Duration::from_secs(10)).await;
     assert_eq!(messages.len(), 1, "not received after its delay");
-    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     let body = messages[0].body.as_deref().expect("a body");
     assert_eq!(Completion::from_body(body).expect("a completion"), sent);
 }
@@ -99,7 +109,10 @@ async fn a_delayed_completion_is_not_received_before_its_delay_but_is_after() {
 async fn a_delay_over_900_seconds_is_refused_without_any_request() {
     let f = fixture("too-long").await;
 
-    let result = f.queue.send(&completion(300_003), Duration::from_secs(901)).await;
+    let result = f
+        .queue
+        .send(&completion(300_003), Duration::from_secs(901))
+        .await;
 
     assert!(
         matches!(result, Err(QueueError::DelayTooLong(d)) if d == Duration::from_secs(901)),
@@ -136,7 +149,12 @@ async fn a_message_received_and_not_deleted_comes_back_after_its_visibility_time
 
     // Deleted this time: gone for good.
     f.poller
-        .delete(again[0].receipt_handle.as_deref().expect("a receipt handle"))
+        .delete(
+            again[0]
+                .receipt_handle
+                .as_deref()
+                .expect("a receipt handle"),
+        )
         .await
         .expect("delete");
     tokio::time::sleep(Duration::from_millis(1_500)).await;

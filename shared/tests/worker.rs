@@ -16,9 +16,18 @@ use proactive_bot::worker::{CompletionWorker, RecordOutcome, WorkerConfig, sqs_r
 
 fn reference(connector: &ConnectorStandIn, conversation: &str) -> ConversationReference {
     ConversationReference {
-        user: ChannelAccount { id: "user".into(), ..Default::default() },
-        bot: ChannelAccount { id: "bot".into(), ..Default::default() },
-        conversation: ConversationAccount { id: conversation.into(), ..Default::default() },
+        user: ChannelAccount {
+            id: "user".into(),
+            ..Default::default()
+        },
+        bot: ChannelAccount {
+            id: "bot".into(),
+            ..Default::default()
+        },
+        conversation: ConversationAccount {
+            id: conversation.into(),
+            ..Default::default()
+        },
         channel_id: "emulator".into(),
         service_url: connector.service_url(),
         ..Default::default()
@@ -35,8 +44,19 @@ async fn fixture(lease: Duration) -> Fixture {
     let connector = ConnectorStandIn::start().await;
     let store = Arc::new(MemoryJobStore::new());
     let client = ConnectorClient::new(ConnectorConfig::default()).unwrap();
-    let worker = CompletionWorker::new(store.clone(), client, WorkerConfig { lease, pacing: Duration::ZERO });
-    Fixture { connector, store, worker }
+    let worker = CompletionWorker::new(
+        store.clone(),
+        client,
+        WorkerConfig {
+            lease,
+            pacing: Duration::ZERO,
+        },
+    );
+    Fixture {
+        connector,
+        store,
+        worker,
+    }
 }
 
 impl Fixture {
@@ -48,7 +68,12 @@ impl Fixture {
     }
 
     async fn status(&self, n: u32) -> JobStatus {
-        self.store.get(JobNumber::new(n).unwrap()).await.unwrap().unwrap().status
+        self.store
+            .get(JobNumber::new(n).unwrap())
+            .await
+            .unwrap()
+            .unwrap()
+            .status
     }
 }
 
@@ -61,7 +86,10 @@ async fn a_retryable_send_failure_is_reported_and_the_redelivery_sends_once() {
     let (response, _) = f.worker.handle_batch(std::slice::from_ref(&record)).await;
     assert_eq!(response.batch_item_failures.len(), 1);
     assert_eq!(response.batch_item_failures[0].item_identifier, "m1");
-    assert!(matches!(f.status(1).await, JobStatus::Completing { .. }), "marked complete, not yet notified");
+    assert!(
+        matches!(f.status(1).await, JobStatus::Completing { .. }),
+        "marked complete, not yet notified"
+    );
     assert_eq!(f.status(1).await.label(), "completing");
 
     // Redelivered while the first delivery's lease is live: backs off, sends nothing.
@@ -74,13 +102,19 @@ async fn a_retryable_send_failure_is_reported_and_the_redelivery_sends_once() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     let (response, outcomes) = f.worker.handle_batch(std::slice::from_ref(&record)).await;
     assert!(response.batch_item_failures.is_empty());
-    assert_eq!(outcomes[0].1, RecordOutcome::Notified(JobNumber::new(1).unwrap()));
+    assert_eq!(
+        outcomes[0].1,
+        RecordOutcome::Notified(JobNumber::new(1).unwrap())
+    );
     assert!(matches!(f.status(1).await, JobStatus::Notified { .. }));
     assert_eq!(f.connector.requests().len(), 2);
 
     // And once more: a duplicate, nothing sent.
     let (_, outcomes) = f.worker.handle_batch(&[record]).await;
-    assert_eq!(outcomes[0].1, RecordOutcome::Duplicate(JobNumber::new(1).unwrap()));
+    assert_eq!(
+        outcomes[0].1,
+        RecordOutcome::Duplicate(JobNumber::new(1).unwrap())
+    );
     assert_eq!(f.connector.requests().len(), 2);
 }
 
@@ -88,12 +122,21 @@ async fn a_retryable_send_failure_is_reported_and_the_redelivery_sends_once() {
 async fn a_conversation_the_bot_was_removed_from_marks_the_job_failed_with_the_reason() {
     let f = fixture(Duration::from_secs(60)).await;
     let completion = f.job(2, "c2").await;
-    f.connector.script(ScriptedResponse::status(403, Some(r#"{"error":{"code":"BotNotInConversationRoster","message":"not in roster"}}"#)));
-    let (response, outcomes) = f.worker.handle_batch(&[sqs_record("m", &completion.to_body())]).await;
+    f.connector.script(ScriptedResponse::status(
+        403,
+        Some(r#"{"error":{"code":"BotNotInConversationRoster","message":"not in roster"}}"#),
+    ));
+    let (response, outcomes) = f
+        .worker
+        .handle_batch(&[sqs_record("m", &completion.to_body())])
+        .await;
     assert!(response.batch_item_failures.is_empty(), "not retried");
     assert!(matches!(outcomes[0].1, RecordOutcome::DeliveryFailed(..)));
     let label = f.status(2).await.label();
-    assert!(label.contains("failed") && label.contains("BotNotInConversationRoster"), "{label}");
+    assert!(
+        label.contains("failed") && label.contains("BotNotInConversationRoster"),
+        "{label}"
+    );
 }
 
 #[tokio::test]
@@ -112,14 +155,29 @@ async fn a_mixed_batch_lists_only_the_retryable_failures_and_keeps_conversation_
         sqs_record("unknown", &unknown.to_body()),
     ];
     let (response, outcomes) = f.worker.handle_batch(&records).await;
-    let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
     assert_eq!(failed, vec!["a1", "a2"], "a2 waits behind a1");
-    assert_eq!(outcomes[1].1, RecordOutcome::Malformed("malformed completion message: expected ident at line 1 column 2".into()));
+    assert_eq!(
+        outcomes[1].1,
+        RecordOutcome::Malformed(
+            "malformed completion message: expected ident at line 1 column 2".into()
+        )
+    );
     assert_eq!(outcomes[2].1, RecordOutcome::Deferred);
-    assert_eq!(outcomes[3].1, RecordOutcome::UnknownJob(JobNumber::new(999_999).unwrap()));
+    assert_eq!(
+        outcomes[3].1,
+        RecordOutcome::UnknownJob(JobNumber::new(999_999).unwrap())
+    );
     assert!(f.status(11).await.is_running(), "a2 was not touched");
 
-    let (response, _) = f.worker.handle_batch(&[sqs_record("b1", &b1.to_body())]).await;
+    let (response, _) = f
+        .worker
+        .handle_batch(&[sqs_record("b1", &b1.to_body())])
+        .await;
     assert!(response.batch_item_failures.is_empty());
 }
 
@@ -137,10 +195,20 @@ impl JobStore for DownStore {
     async fn list_recent(&self, _: usize) -> Result<JobPage, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
-    async fn complete_if_running(&self, _: JobNumber, _: DateTime<Utc>, _: DateTime<Utc>) -> Result<CompleteOutcome, StoreError> {
+    async fn complete_if_running(
+        &self,
+        _: JobNumber,
+        _: DateTime<Utc>,
+        _: DateTime<Utc>,
+    ) -> Result<CompleteOutcome, StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
-    async fn record_delivery(&self, _: JobNumber, _: DeliveryOutcome, _: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn record_delivery(
+        &self,
+        _: JobNumber,
+        _: DeliveryOutcome,
+        _: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         Err(StoreError::Unavailable("down".into()))
     }
 }
@@ -162,15 +230,23 @@ async fn an_error_inside_a_turn_is_apologised_for() {
             service_url: Some(r.service_url.clone()),
             ..Activity::message(text)
         };
-        bot.on_turn(&incoming).await.expect("the apology was delivered");
+        bot.on_turn(&incoming)
+            .await
+            .expect("the apology was delivered");
     }
     let requests = connector.requests();
     assert_eq!(requests.len(), 3);
     assert!(requests.iter().all(|r| r.text() == SORRY_TEXT));
 
     // The worker reports a down store as retryable.
-    let worker = CompletionWorker::new(Arc::new(DownStore), ConnectorClient::new(ConnectorConfig::default()).unwrap(), WorkerConfig::default());
+    let worker = CompletionWorker::new(
+        Arc::new(DownStore),
+        ConnectorClient::new(ConnectorConfig::default()).unwrap(),
+        WorkerConfig::default(),
+    );
     let completion = Completion::new(JobNumber::new(5).unwrap(), "c");
-    let (response, _) = worker.handle_batch(&[sqs_record("m", &completion.to_body())]).await;
+    let (response, _) = worker
+        .handle_batch(&[sqs_record("m", &completion.to_body())])
+        .await;
     assert_eq!(response.batch_item_failures.len(), 1);
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proactive_bot::config::{Backend, Settings};
-use proactive_bot::worker::{CompletionWorker, sqs_event, sqs_record};
 use proactive_bot::wiring::{QueueSource, Services};
+use proactive_bot::worker::{CompletionWorker, sqs_event, sqs_record};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -33,7 +33,11 @@ pub struct LocalBot {
 
 impl LocalBot {
     /// Serves `services` on `listener` and starts consuming `source`.
-    pub fn start(services: &Services, source: QueueSource, listener: TcpListener) -> std::io::Result<LocalBot> {
+    pub fn start(
+        services: &Services,
+        source: QueueSource,
+        listener: TcpListener,
+    ) -> std::io::Result<LocalBot> {
         let addr = listener.local_addr()?;
         let (shutdown, signal) = oneshot::channel::<()>();
         let router = services.router();
@@ -73,12 +77,17 @@ impl LocalBot {
 pub async fn run(settings: Settings) -> Result<(), Error> {
     let state = match &settings.backend {
         Backend::Memory => "state is in memory (lost on exit)".to_owned(),
-        Backend::Aws { table_name, queue_url } => {
+        Backend::Aws {
+            table_name,
+            queue_url,
+        } => {
             format!("state is in DynamoDB table {table_name} and SQS queue {queue_url}")
         }
     };
     if !settings.auth.is_enabled() {
-        tracing::warn!("MicrosoftAppId is not set: authentication is off (Emulator mode); do not expose this port");
+        tracing::warn!(
+            "MicrosoftAppId is not set: authentication is off (Emulator mode); do not expose this port"
+        );
     }
     let addr = SocketAddr::from(([127, 0, 0, 1], settings.port));
     let (services, source) = Services::build(settings).await?;
@@ -162,9 +171,16 @@ async fn deliver_with_retries(
             .into_iter()
             .map(|f| f.item_identifier)
             .collect();
-        records.retain(|r| failed.iter().any(|id| Some(id.as_str()) == r.message_id.as_deref()));
+        records.retain(|r| {
+            failed
+                .iter()
+                .any(|id| Some(id.as_str()) == r.message_id.as_deref())
+        });
         if attempt == MAX_ATTEMPTS {
-            tracing::error!(?failed, "completions given up after {MAX_ATTEMPTS} attempts (SQS would move them to the dead-letter queue)");
+            tracing::error!(
+                ?failed,
+                "completions given up after {MAX_ATTEMPTS} attempts (SQS would move them to the dead-letter queue)"
+            );
             return;
         }
         tokio::time::sleep(worker.retry_after()).await;

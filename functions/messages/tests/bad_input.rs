@@ -24,7 +24,11 @@ async fn missing_fields_are_named_in_the_400() {
     let connector = ConnectorStandIn::start().await;
     let (bot, services) = start_bot(&[]).await;
     let a = Conversation::new("conv|livechat", "user-a", &connector);
-    for (field, reason) in [("type", "type"), ("conversation", "conversation.id"), ("serviceUrl", "serviceUrl")] {
+    for (field, reason) in [
+        ("type", "type"),
+        ("conversation", "conversation.id"),
+        ("serviceUrl", "serviceUrl"),
+    ] {
         let mut activity = a.message("run");
         activity.as_object_mut().unwrap().remove(field);
         let (status, body) = post(&bot, &activity).await;
@@ -37,7 +41,11 @@ async fn missing_fields_are_named_in_the_400() {
     let mut bad_time = a.message("run");
     bad_time["timestamp"] = json!("yesterday");
     assert_eq!(post(&bot, &bad_time).await.0, 400);
-    assert_eq!(services.store.list_recent(10).await.unwrap().total, 0, "no half-written job");
+    assert_eq!(
+        services.store.list_recent(10).await.unwrap().total,
+        0,
+        "no half-written job"
+    );
     assert!(connector.requests().is_empty());
 }
 
@@ -61,7 +69,12 @@ async fn unknown_activity_types_are_accepted_and_ignored() {
     let connector = ConnectorStandIn::start().await;
     let (bot, _services) = start_bot(&[]).await;
     let a = Conversation::new("conv|livechat", "user-a", &connector);
-    for kind in ["typing", "installationUpdate", "messageReaction", "somethingNew"] {
+    for kind in [
+        "typing",
+        "installationUpdate",
+        "messageReaction",
+        "somethingNew",
+    ] {
         assert_eq!(post(&bot, &a.activity(kind)).await.0, 200, "{kind}");
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -73,8 +86,26 @@ async fn other_paths_and_methods_are_not_found() {
     let (bot, _services) = start_bot(&[]).await;
     let client = reqwest::Client::new();
     let base = format!("http://{}", bot.addr);
-    assert_eq!(client.get(format!("{base}/api/messages")).send().await.unwrap().status().as_u16(), 405);
-    assert_eq!(client.post(format!("{base}/elsewhere")).send().await.unwrap().status().as_u16(), 404);
+    assert_eq!(
+        client
+            .get(format!("{base}/api/messages"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        405
+    );
+    assert_eq!(
+        client
+            .post(format!("{base}/elsewhere"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        404
+    );
 }
 
 #[tokio::test]
@@ -84,9 +115,15 @@ async fn a_failing_store_or_channel_is_answered_not_panicked() {
     let (bot, _services) = start_bot(&[]).await;
     let a = Conversation::new("conv|livechat", "user-a", &connector);
     for _ in 0..3 {
-        connector.script(proactive_bot::testing::connector::ScriptedResponse::status(500, Some(r#"{"error":{"code":"ServiceError","message":"boom"}}"#)));
+        connector.script(proactive_bot::testing::connector::ScriptedResponse::status(
+            500,
+            Some(r#"{"error":{"code":"ServiceError","message":"boom"}}"#),
+        ));
     }
     let (status, body) = post(&bot, &a.message("help")).await;
     assert_eq!(status, 502, "{body}");
-    assert!(!body.contains("boom"), "internal details stay in the logs: {body}");
+    assert!(
+        !body.contains("boom"),
+        "internal details stay in the logs: {body}"
+    );
 }

@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use proactive_bot::bot::{EMPTY_LOG_TEXT, HELP_TEXT, WELCOME_TEXT};
+use proactive_bot::jobs::{Completion, JobNumber};
 use proactive_bot::testing::connector::ConnectorStandIn;
 use proactive_bot::worker::{sqs_event, sqs_record};
-use proactive_bot::jobs::{Completion, JobNumber};
 use serde_json::json;
 use support::*;
 
@@ -16,20 +16,38 @@ use support::*;
 async fn the_test_your_bot_procedure_notifies_the_original_conversation_once() {
     let connector = ConnectorStandIn::start().await;
     let (bot, _services) = start_bot(&[]).await;
-    let a = Conversation::new("8a684db0-5c7e-11ee-8c99-0242ac120002|livechat", "user-a", &connector);
-    let b = Conversation::new("19:b0b@thread.skype;messageid=1490000000000", "user-b", &connector);
+    let a = Conversation::new(
+        "8a684db0-5c7e-11ee-8c99-0242ac120002|livechat",
+        "user-a",
+        &connector,
+    );
+    let b = Conversation::new(
+        "19:b0b@thread.skype;messageid=1490000000000",
+        "user-b",
+        &connector,
+    );
 
     let empty = say(&bot, &connector, &b, "show").await;
     assert_eq!(empty.text(), EMPTY_LOG_TEXT);
 
     let first = job_number(&say(&bot, &connector, &a, "run").await);
     let second_reply = say(&bot, &connector, &a, "run").await;
-    assert!(second_reply.text().contains("We'll notify you when it's complete"), "{}", second_reply.text());
+    assert!(
+        second_reply
+            .text()
+            .contains("We'll notify you when it's complete"),
+        "{}",
+        second_reply.text()
+    );
     let second = job_number(&second_reply);
     assert_ne!(first, second);
 
     let table = say(&bot, &connector, &b, "show").await;
-    assert!(table.text().contains(&first.to_string()) && table.text().contains(&second.to_string()), "{}", table.text());
+    assert!(
+        table.text().contains(&first.to_string()) && table.text().contains(&second.to_string()),
+        "{}",
+        table.text()
+    );
     assert!(table.text().contains("running"), "{}", table.text());
 
     connector.clear();
@@ -44,7 +62,11 @@ async fn the_test_your_bot_procedure_notifies_the_original_conversation_once() {
         .into_iter()
         .filter(|r| r.path == a.proactive_path())
         .collect();
-    assert_eq!(proactive.len(), 1, "exactly one proactive message: {requests:#?}");
+    assert_eq!(
+        proactive.len(),
+        1,
+        "exactly one proactive message: {requests:#?}"
+    );
     let message = &proactive[0];
     assert_eq!(message.text(), format!("Job {first} is complete."));
     assert_eq!(message.body["from"]["id"], "bot-id");
@@ -56,11 +78,19 @@ async fn the_test_your_bot_procedure_notifies_the_original_conversation_once() {
     let again = say(&bot, &connector, &b, &format!("done {first}")).await;
     assert_eq!(again.text(), format!("Job {first} is already complete."));
     let unknown = say(&bot, &connector, &b, "done 999999").await;
-    assert!(unknown.text().starts_with("There is no job 999999."), "{}", unknown.text());
+    assert!(
+        unknown.text().starts_with("There is no job 999999."),
+        "{}",
+        unknown.text()
+    );
     let bare = say(&bot, &connector, &b, "done").await;
     assert!(bare.text().starts_with("Which job?"), "{}", bare.text());
     let word = say(&bot, &connector, &b, "done abc").await;
-    assert!(word.text().contains("\"abc\" is not a job number"), "{}", word.text());
+    assert!(
+        word.text().contains("\"abc\" is not a job number"),
+        "{}",
+        word.text()
+    );
 
     let table = say(&bot, &connector, &b, "show").await;
     assert!(table.text().contains("notified"), "{}", table.text());
@@ -88,7 +118,10 @@ async fn anything_else_gets_help_and_a_message_without_text_too() {
     let connector = ConnectorStandIn::start().await;
     let (bot, _services) = start_bot(&[]).await;
     let a = Conversation::new("conv|livechat", "user-a", &connector);
-    assert_eq!(say(&bot, &connector, &a, "what can you do?").await.text(), HELP_TEXT);
+    assert_eq!(
+        say(&bot, &connector, &a, "what can you do?").await.text(),
+        HELP_TEXT
+    );
     let mut no_text = a.activity("message");
     no_text["attachments"] = json!([{"contentType": "image/png", "contentUrl": "http://x/y.png"}]);
     assert_eq!(post(&bot, &no_text).await.0, 200);
@@ -106,7 +139,10 @@ async fn the_job_complete_event_completes_without_a_reply() {
     let second = job_number(&say(&bot, &connector, &a, "run").await);
     connector.clear();
 
-    for (name, value) in [("jobComplete", json!(first)), ("jobCompleted", json!(second.to_string()))] {
+    for (name, value) in [
+        ("jobComplete", json!(first)),
+        ("jobCompleted", json!(second.to_string())),
+    ] {
         let mut event = system.activity("event");
         event["name"] = json!(name);
         event["value"] = value;
@@ -164,8 +200,14 @@ async fn the_same_completion_consumed_twice_sends_one_message() {
     connector.clear();
     let completion = Completion::new(JobNumber::new(number).unwrap(), a.id.clone());
     let body = completion.to_body();
-    let first = services.worker.handle_sqs_event(sqs_event(vec![sqs_record("m-1", &body)])).await;
-    let second = services.worker.handle_sqs_event(sqs_event(vec![sqs_record("m-2", &body)])).await;
+    let first = services
+        .worker
+        .handle_sqs_event(sqs_event(vec![sqs_record("m-1", &body)]))
+        .await;
+    let second = services
+        .worker
+        .handle_sqs_event(sqs_event(vec![sqs_record("m-2", &body)]))
+        .await;
     assert!(first.batch_item_failures.is_empty());
     assert!(second.batch_item_failures.is_empty());
     assert_eq!(connector.requests().len(), 1);

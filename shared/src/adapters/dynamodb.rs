@@ -190,7 +190,6 @@ fn to_item(job: &Job) -> HashMap<String, AttributeValue> {
     item
 }
 
-
 /// Typed, error-reporting access to an item's attributes.
 struct Attributes<'a>(&'a HashMap<String, AttributeValue>);
 
@@ -256,14 +255,16 @@ impl TryFrom<&HashMap<String, AttributeValue>> for Job {
     type Error = StoreError;
 
     fn try_from(item: &HashMap<String, AttributeValue>) -> Result<Self, Self::Error> {
-        Attributes(item).job().map_err(|detail| StoreError::Corrupt {
-            number: match item.get(attr::JOB_NUMBER) {
-                Some(AttributeValue::N(n)) => n.clone(),
-                Some(other) => format!("{other:?}"),
-                None => "(no jobNumber)".to_owned(),
-            },
-            detail,
-        })
+        Attributes(item)
+            .job()
+            .map_err(|detail| StoreError::Corrupt {
+                number: match item.get(attr::JOB_NUMBER) {
+                    Some(AttributeValue::N(n)) => n.clone(),
+                    Some(other) => format!("{other:?}"),
+                    None => "(no jobNumber)".to_owned(),
+                },
+                detail,
+            })
     }
 }
 
@@ -460,7 +461,10 @@ impl JobStore for DynamoJobStore {
                      REMOVE #leaseUntil",
                 )
                 .expression_attribute_names("#notifiedAt", attr::NOTIFIED_AT)
-                .expression_attribute_values(":notified", AttributeValue::S(attr::NOTIFIED.to_owned()))
+                .expression_attribute_values(
+                    ":notified",
+                    AttributeValue::S(attr::NOTIFIED.to_owned()),
+                )
                 .expression_attribute_values(":now", millis(now)),
             DeliveryOutcome::Failed { reason } => request
                 .update_expression(

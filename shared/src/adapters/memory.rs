@@ -52,7 +52,7 @@ impl JobStore for MemoryJobStore {
     async fn list_recent(&self, limit: usize) -> Result<JobPage, StoreError> {
         let jobs = self.lock();
         let mut all: Vec<&Job> = jobs.values().collect();
-        all.sort_by(|a, b| (b.created_at, b.number).cmp(&(a.created_at, a.number)));
+        all.sort_by_key(|job| std::cmp::Reverse((job.created_at, job.number)));
         Ok(JobPage {
             total: all.len(),
             jobs: all.into_iter().take(limit).cloned().collect(),
@@ -158,7 +158,9 @@ impl CompletionQueue for MemoryCompletionQueue {
                 .map_err(|_| QueueError::Unavailable("the consumer has stopped".to_owned()));
         }
         if self.sender.is_closed() {
-            return Err(QueueError::Unavailable("the consumer has stopped".to_owned()));
+            return Err(QueueError::Unavailable(
+                "the consumer has stopped".to_owned(),
+            ));
         }
         let sender = self.sender.clone();
         tokio::spawn(async move {
@@ -199,7 +201,16 @@ mod tests {
             store.create(&job(1, 5)).await,
             Err(StoreError::Duplicate(_))
         ));
-        assert_eq!(store.get(JobNumber::new(1).unwrap()).await.unwrap().unwrap().created_at.timestamp(), 0);
+        assert_eq!(
+            store
+                .get(JobNumber::new(1).unwrap())
+                .await
+                .unwrap()
+                .unwrap()
+                .created_at
+                .timestamp(),
+            0
+        );
     }
 
     #[tokio::test]
@@ -220,20 +231,56 @@ mod tests {
         let n = JobNumber::new(1).unwrap();
         store.create(&job(1, 0)).await.unwrap();
         let t = |s| DateTime::from_timestamp(s, 0).unwrap();
-        assert!(matches!(store.complete_if_running(n, t(10), t(70)).await.unwrap(), CompleteOutcome::Completed(_)));
+        assert!(matches!(
+            store.complete_if_running(n, t(10), t(70)).await.unwrap(),
+            CompleteOutcome::Completed(_)
+        ));
         // Lease still live: someone else is delivering.
-        assert!(matches!(store.complete_if_running(n, t(20), t(80)).await.unwrap(), CompleteOutcome::AlreadyComplete(_)));
+        assert!(matches!(
+            store.complete_if_running(n, t(20), t(80)).await.unwrap(),
+            CompleteOutcome::AlreadyComplete(_)
+        ));
         // Lease lapsed (the deliverer crashed): taken over.
         match store.complete_if_running(n, t(100), t(160)).await.unwrap() {
-            CompleteOutcome::Completed(job) => assert!(matches!(job.status, JobStatus::Completing { attempts: 2, .. })),
+            CompleteOutcome::Completed(job) => assert!(matches!(
+                job.status,
+                JobStatus::Completing { attempts: 2, .. }
+            )),
             other => panic!("expected a takeover, got {other:?}"),
         }
-        store.record_delivery(n, DeliveryOutcome::Notified, t(101)).await.unwrap();
+        store
+            .record_delivery(n, DeliveryOutcome::Notified, t(101))
+            .await
+            .unwrap();
         // A late failure report cannot undo the notification.
-        store.record_delivery(n, DeliveryOutcome::Failed { reason: "late".into() }, t(102)).await.unwrap();
-        assert!(matches!(store.get(n).await.unwrap().unwrap().status, JobStatus::Notified { .. }));
-        assert!(matches!(store.complete_if_running(n, t(1000), t(1060)).await.unwrap(), CompleteOutcome::AlreadyComplete(_)));
-        assert_eq!(store.complete_if_running(JobNumber::new(2).unwrap(), t(1), t(2)).await.unwrap(), CompleteOutcome::NotFound);
+        store
+            .record_delivery(
+                n,
+                DeliveryOutcome::Failed {
+                    reason: "late".into(),
+                },
+                t(102),
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            store.get(n).await.unwrap().unwrap().status,
+            JobStatus::Notified { .. }
+        ));
+        assert!(matches!(
+            store
+                .complete_if_running(n, t(1000), t(1060))
+                .await
+                .unwrap(),
+            CompleteOutcome::AlreadyComplete(_)
+        ));
+        assert_eq!(
+            store
+                .complete_if_running(JobNumber::new(2).unwrap(), t(1), t(2))
+                .await
+                .unwrap(),
+            CompleteOutcome::NotFound
+        );
     }
 
     #[tokio::test]
@@ -244,9 +291,15 @@ mod tests {
             queue.send(&completion, Duration::from_secs(901)).await,
             Err(QueueError::DelayTooLong(_))
         ));
-        queue.send(&completion, Duration::from_millis(50)).await.unwrap();
+        queue
+            .send(&completion, Duration::from_millis(50))
+            .await
+            .unwrap();
         assert!(receiver.try_recv().is_err(), "delivered before its delay");
-        let message = tokio::time::timeout(Duration::from_secs(2), receiver.recv()).await.unwrap().unwrap();
+        let message = tokio::time::timeout(Duration::from_secs(2), receiver.recv())
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(Completion::from_body(&message.body).unwrap(), completion);
     }
 }

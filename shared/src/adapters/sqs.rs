@@ -17,8 +17,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
 use aws_lambda_events::encodings::Base64Data;
+use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
@@ -207,9 +207,9 @@ mod tests {
 
     #[test]
     fn delays_are_whole_seconds_rounded_up_and_at_most_900() {
-        assert_eq!(delay_seconds(Duration::ZERO).unwrap(), 0);
-        assert_eq!(delay_seconds(Duration::from_millis(1500)).unwrap(), 2);
-        assert_eq!(delay_seconds(Duration::from_secs(900)).unwrap(), 900);
+        assert_eq!(delay_seconds(Duration::ZERO).ok(), Some(0));
+        assert_eq!(delay_seconds(Duration::from_millis(1500)).ok(), Some(2));
+        assert_eq!(delay_seconds(Duration::from_secs(900)).ok(), Some(900));
         assert!(matches!(
             delay_seconds(Duration::from_secs(901)),
             Err(QueueError::DelayTooLong(_))

@@ -33,7 +33,7 @@ pub use allowlist::{DEFAULT_ALLOWED_SERVICE_URL_HOSTS, ServiceUrlAllowlist};
 pub use incoming::{
     AuthError, AuthFailure, CHANNEL_ISSUER, ChannelAuthenticator, EMULATOR_ISSUERS,
 };
-pub use keys::KeyCache;
+pub use keys::{FORCED_REFRESH_INTERVAL, KEYS_MAX_AGE, KeyCache, KeyError, SigningKey};
 pub use outgoing::{AppCredentials, BOT_FRAMEWORK_SCOPE, TokenError};
 
 use crate::connector::{Credentials, NoCredentials, ServiceUrlPolicy};

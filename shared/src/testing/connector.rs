@@ -142,7 +142,9 @@ impl Drop for ConnectorStandIn {
 
 async fn record(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let body: Bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
+    let body: Bytes = axum::body::to_bytes(body, 1 << 20)
+        .await
+        .unwrap_or_default();
     let recorded = RecordedRequest {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
@@ -168,7 +170,8 @@ async fn record(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Res
             .into_response(),
         Ok(script) => {
             tokio::time::sleep(script.delay).await;
-            let mut response = Response::new(axum::body::Body::from(script.body.unwrap_or_default()));
+            let mut response =
+                Response::new(axum::body::Body::from(script.body.unwrap_or_default()));
             *response.status_mut() = StatusCode::from_u16(script.status).unwrap_or(StatusCode::OK);
             for (name, value) in script.headers {
                 if let (Ok(name), Ok(value)) = (

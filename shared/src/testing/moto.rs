@@ -98,9 +98,7 @@ impl MotoServer {
     pub async fn sdk_config(&self) -> (SdkConfig, RequestCounter) {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new(
-                "testing", "testing", None, None, "moto",
-            ))
+            .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
             .endpoint_url(self.endpoint())
             .load()
             .await;
@@ -116,7 +114,13 @@ impl MotoServer {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let mut clean: String = prefix
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
             .take(32)
             .collect();
         if clean.is_empty() {
@@ -156,8 +160,8 @@ impl MotoServer {
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
-        let all: BTreeMap<String, String> = serde_json::from_slice(&output.stdout)
-            .unwrap_or_else(|e| {
+        let all: BTreeMap<String, String> =
+            serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
                 panic!(
                     "scripts/local_resources.py printed no JSON object ({e}): {}",
                     String::from_utf8_lossy(&output.stdout)
@@ -179,10 +183,8 @@ impl MotoServer {
 
     fn try_start(launcher: &Launcher) -> Result<MotoServer, String> {
         let port = free_port().map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
-        let log = std::env::temp_dir().join(format!(
-            "moto-server-{}-{port}.log",
-            std::process::id()
-        ));
+        let log =
+            std::env::temp_dir().join(format!("moto-server-{}-{port}.log", std::process::id()));
         let mut args: Vec<String> = launcher.args.clone();
         args.extend(["-H", "127.0.0.1", "-p"].map(String::from));
         args.push(port.to_string());
@@ -209,7 +211,9 @@ impl MotoServer {
             if let Some(status) = server.exited() {
                 let log = server.log_tail();
                 server.stop();
-                return Err(format!("moto's server exited ({status}) on port {port}:\n{log}"));
+                return Err(format!(
+                    "moto's server exited ({status}) on port {port}:\n{log}"
+                ));
             }
             if Instant::now() > deadline {
                 let log = server.log_tail();
@@ -239,7 +243,12 @@ impl MotoServer {
 
     fn stop(&mut self) {
         // Closing the watchdog's stdin makes it stop moto and exit.
-        drop(self.keepalive.get_mut().unwrap_or_else(|p| p.into_inner()).take());
+        drop(
+            self.keepalive
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(),
+        );
         let process = self.process.get_mut().unwrap_or_else(|p| p.into_inner());
         if let Some(mut child) = process.take() {
             let deadline = Instant::now() + Duration::from_secs(5);
@@ -328,17 +337,19 @@ impl Intercept for RequestCounter {
 
 /// A DynamoDB client for `config` whose requests `counter` counts.
 pub fn dynamodb_client(config: &SdkConfig, counter: &RequestCounter) -> aws_sdk_dynamodb::Client {
-    let config = aws_sdk_dynamodb::config::Builder::from(config)
-        .interceptor(counter.clone())
-        .build();
+    // The endpoint set on the service itself, so no AWS_ENDPOINT_URL_* variable can win.
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(config);
+    builder.set_endpoint_url(config.endpoint_url().map(str::to_owned));
+    let config = builder.interceptor(counter.clone()).build();
     aws_sdk_dynamodb::Client::from_conf(config)
 }
 
 /// An SQS client for `config` whose requests `counter` counts.
 pub fn sqs_client(config: &SdkConfig, counter: &RequestCounter) -> aws_sdk_sqs::Client {
-    let config = aws_sdk_sqs::config::Builder::from(config)
-        .interceptor(counter.clone())
-        .build();
+    // The endpoint set on the service itself, so no AWS_ENDPOINT_URL_* variable can win.
+    let mut builder = aws_sdk_sqs::config::Builder::from(config);
+    builder.set_endpoint_url(config.endpoint_url().map(str::to_owned));
+    let config = builder.interceptor(counter.clone()).build();
     aws_sdk_sqs::Client::from_conf(config)
 }
 
@@ -381,12 +392,16 @@ fn launcher() -> Launcher {
         if status.success() {
             Ok(())
         } else {
-            Err(format!("python3 -m pip install 'moto[server]' failed ({status})"))
+            Err(format!(
+                "python3 -m pip install 'moto[server]' failed ({status})"
+            ))
         }
     });
     match (installed, find_launcher()) {
         (_, Some(found)) => found,
-        (Err(e), None) => panic!("moto's server is missing and installing it failed: {e}\n{INSTALL_HINT}"),
+        (Err(e), None) => {
+            panic!("moto's server is missing and installing it failed: {e}\n{INSTALL_HINT}")
+        }
         (Ok(()), None) => panic!(
             "moto[server] was installed but neither `moto_server` (PATH) nor the `moto` Python \
              module can be found\n{INSTALL_HINT}"

@@ -22,7 +22,9 @@ pub async fn start_bot(env: &[(&str, &str)]) -> (LocalBot, Services) {
         .collect();
     let settings = Settings::from_lookup(|name| env.get(name).cloned()).expect("settings");
     let (services, source) = Services::build(settings).await.expect("services");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let bot = LocalBot::start(&services, source, listener).expect("start");
     (bot, services)
 }
@@ -107,7 +109,12 @@ pub async fn post_raw(bot: &LocalBot, body: Vec<u8>, authorization: Option<&str>
 }
 
 /// Sends `text` in `conversation` and returns the bot's single reply to it.
-pub async fn say(bot: &LocalBot, connector: &ConnectorStandIn, conversation: &Conversation, text: &str) -> RecordedRequest {
+pub async fn say(
+    bot: &LocalBot,
+    connector: &ConnectorStandIn,
+    conversation: &Conversation,
+    text: &str,
+) -> RecordedRequest {
     let before = connector.requests().len();
     let activity = conversation.message(text);
     let (status, body) = post(bot, &activity).await;
@@ -118,7 +125,12 @@ pub async fn say(bot: &LocalBot, connector: &ConnectorStandIn, conversation: &Co
         .iter()
         .skip(before)
         .find(|r| r.path == conversation.reply_path(&activity))
-        .unwrap_or_else(|| panic!("no reply to {text:?} at {}: {requests:#?}", conversation.reply_path(&activity)))
+        .unwrap_or_else(|| {
+            panic!(
+                "no reply to {text:?} at {}: {requests:#?}",
+                conversation.reply_path(&activity)
+            )
+        })
         .clone();
     assert_eq!(reply.body["replyToId"], activity["id"]);
     assert_eq!(reply.body["from"]["id"], "bot-id");
