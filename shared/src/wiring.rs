@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::adapters::dynamodb::DynamoJobStore;
 use crate::adapters::memory::{MemoryCompletionQueue, MemoryJobStore, MemoryQueueReceiver};
 use crate::adapters::sqs::{SqsCompletionQueue, SqsPoller};
-use crate::auth::{Auth, ChannelAuthenticator};
+use crate::auth::{Auth, AuthConfig, ChannelAuthenticator};
 use crate::bot::Bot;
 use crate::config::{Backend, ConfigError, Settings};
 use crate::connector::{ConnectorClient, ConnectorConfig};
@@ -73,7 +73,19 @@ impl Services {
                 }
             };
 
-        let auth = Auth::new(&settings.auth, reqwest::Client::new());
+        let services = Services::with_ports(&settings.auth, store, queue)?;
+        Ok((services, source))
+    }
+
+    /// Builds the services over ports the caller made (tests, other backends): the Connector
+    /// client with the bot's credentials and serviceUrl policy, the authenticator, the bot and
+    /// the worker.
+    pub fn with_ports(
+        auth: &AuthConfig,
+        store: Arc<dyn JobStore>,
+        queue: Arc<dyn CompletionQueue>,
+    ) -> Result<Services, ConfigError> {
+        let auth = Auth::new(auth, reqwest::Client::new());
         let connector = ConnectorClient::new(ConnectorConfig {
             credentials: auth.credentials.clone(),
             policy: auth.policy.clone(),
@@ -86,16 +98,13 @@ impl Services {
             connector,
             WorkerConfig::default(),
         ));
-        Ok((
-            Services {
-                bot,
-                worker,
-                authenticator: Arc::new(auth.authenticator),
-                store,
-                queue,
-            },
-            source,
-        ))
+        Ok(Services {
+            bot,
+            worker,
+            authenticator: Arc::new(auth.authenticator),
+            store,
+            queue,
+        })
     }
 
     /// The HTTP router over these services.

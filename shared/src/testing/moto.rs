@@ -2,7 +2,7 @@
 //! 127.0.0.1, with the table and queues created from `template.yaml` by
 //! `scripts/local_resources.py` (so the template stays the single source of truth).
 //!
-//! ```ignore
+//! ```text
 //! let moto = MotoServer::shared();
 //! let resources = moto.create_resources("store").await; // fresh, uniquely named
 //! let (config, counter) = moto.sdk_config().await;
