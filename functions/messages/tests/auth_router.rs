@@ -22,17 +22,32 @@ async fn start(idp: &TestIdp) -> (messages::local::LocalBot, proactive_bot::wiri
         ("MicrosoftAppId", APP_ID),
         ("MicrosoftAppPassword", idp::TEST_APP_PASSWORD),
         ("MicrosoftAppType", "MultiTenant"),
-        ("BOTFRAMEWORK_OPENID_METADATA_URL", &idp.channel_metadata_url()),
-        ("BOTFRAMEWORK_EMULATOR_OPENID_METADATA_URL", &idp.emulator_metadata_url()),
+        (
+            "BOTFRAMEWORK_OPENID_METADATA_URL",
+            &idp.channel_metadata_url(),
+        ),
+        (
+            "BOTFRAMEWORK_EMULATOR_OPENID_METADATA_URL",
+            &idp.emulator_metadata_url(),
+        ),
         ("BOTFRAMEWORK_LOGIN_URL", &idp.base_url()),
         // The Connector stand-in is plain http on loopback: allowed only because it is named.
-        ("ALLOWED_SERVICE_URL_HOSTS", "*.botframework.com,smba.trafficmanager.net,127.0.0.1"),
+        (
+            "ALLOWED_SERVICE_URL_HOSTS",
+            "*.botframework.com,smba.trafficmanager.net,127.0.0.1",
+        ),
     ])
     .await
 }
 
-async fn post_with(bot: &messages::local::LocalBot, activity: &Value, authorization: Option<&str>) -> u16 {
-    post_raw(bot, activity.to_string().into_bytes(), authorization).await.0
+async fn post_with(
+    bot: &messages::local::LocalBot,
+    activity: &Value,
+    authorization: Option<&str>,
+) -> u16 {
+    post_raw(bot, activity.to_string().into_bytes(), authorization)
+        .await
+        .0
 }
 
 #[tokio::test]
@@ -41,29 +56,47 @@ async fn good_tokens_are_accepted_and_replies_carry_one_fetched_bearer_token() {
     let connector = ConnectorStandIn::start().await;
     let (bot, services) = start(&idp).await;
     let a = Conversation::new("a|livechat", "user-a", &connector);
-    let channel = format!("Bearer {}", idp::channel_token(APP_ID, &connector.service_url()));
+    let channel = format!(
+        "Bearer {}",
+        idp::channel_token(APP_ID, &connector.service_url())
+    );
     let v1 = format!("Bearer {}", idp::emulator_token_v1(APP_ID));
     let v2 = format!("Bearer {}", idp::emulator_token_v2(APP_ID));
 
-    assert_eq!(post_with(&bot, &a.message("run"), Some(&channel)).await, 200);
+    assert_eq!(
+        post_with(&bot, &a.message("run"), Some(&channel)).await,
+        200
+    );
     assert_eq!(post_with(&bot, &a.message("show"), Some(&v1)).await, 200);
     assert_eq!(post_with(&bot, &a.message("help"), Some(&v2)).await, 200);
     let requests = connector.wait_for(3, WAIT).await;
     let first = job_number(&requests[0]);
     for request in &requests {
         let header = request.authorization.as_deref().unwrap_or_default();
-        assert!(header.starts_with("Bearer ") && header.len() > 20, "{header:?}");
+        assert!(
+            header.starts_with("Bearer ") && header.len() > 20,
+            "{header:?}"
+        );
     }
     assert_eq!(idp.token_request_count(), 1, "one token for every send");
     let token_request = &idp.token_requests()[0];
     assert_eq!(token_request.field("client_id"), Some(APP_ID));
-    assert_eq!(token_request.field("scope"), Some("https://api.botframework.com/.default"));
+    assert_eq!(
+        token_request.field("scope"),
+        Some("https://api.botframework.com/.default")
+    );
 
     // The proactive message carries the token too.
     connector.clear();
-    assert_eq!(post_with(&bot, &a.message(&format!("done {first}")), Some(&channel)).await, 200);
+    assert_eq!(
+        post_with(&bot, &a.message(&format!("done {first}")), Some(&channel)).await,
+        200
+    );
     let requests = connector.wait_for(2, WAIT).await;
-    let proactive = requests.iter().find(|r| r.path == a.proactive_path()).expect("proactive message");
+    let proactive = requests
+        .iter()
+        .find(|r| r.path == a.proactive_path())
+        .expect("proactive message");
     assert_eq!(proactive.authorization, requests[0].authorization);
     assert_eq!(idp.token_request_count(), 1);
     assert_eq!(services.store.list_recent(10).await.unwrap().total, 1);
@@ -88,24 +121,94 @@ async fn every_bad_token_is_refused_with_401_and_changes_nothing() {
     let mut issuer = idp::channel_claims(APP_ID, &service_url);
     issuer["iss"] = json!("https://evil.example.com");
     let forged_url = idp::channel_claims(APP_ID, "https://evil.example.com/");
-    let sign = |claims: &Value| idp::sign(idp::channel_key(), idp::CHANNEL_KID, jsonwebtoken::Algorithm::RS256, claims);
+    let sign = |claims: &Value| {
+        idp::sign(
+            idp::channel_key(),
+            idp::CHANNEL_KID,
+            jsonwebtoken::Algorithm::RS256,
+            claims,
+        )
+    };
     let good_claims = idp::channel_claims(APP_ID, &service_url);
 
     let cases: Vec<(&str, Option<String>)> = vec![
         ("no header", None),
-        ("basic scheme", Some(format!("Basic {}", idp::channel_token(APP_ID, &service_url)))),
-        ("lowercase bearer", Some(format!("bearer {}", idp::channel_token(APP_ID, &service_url)))),
+        (
+            "basic scheme",
+            Some(format!(
+                "Basic {}",
+                idp::channel_token(APP_ID, &service_url)
+            )),
+        ),
+        (
+            "lowercase bearer",
+            Some(format!(
+                "bearer {}",
+                idp::channel_token(APP_ID, &service_url)
+            )),
+        ),
         ("garbage", Some("Bearer not.a.jwt".into())),
-        ("another key under a known kid", Some(format!("Bearer {}", idp::sign(idp::other_key(), idp::CHANNEL_KID, jsonwebtoken::Algorithm::RS256, &good_claims)))),
-        ("unknown kid", Some(format!("Bearer {}", idp::sign(idp::channel_key(), "no-such-kid", jsonwebtoken::Algorithm::RS256, &good_claims)))),
+        (
+            "another key under a known kid",
+            Some(format!(
+                "Bearer {}",
+                idp::sign(
+                    idp::other_key(),
+                    idp::CHANNEL_KID,
+                    jsonwebtoken::Algorithm::RS256,
+                    &good_claims
+                )
+            )),
+        ),
+        (
+            "unknown kid",
+            Some(format!(
+                "Bearer {}",
+                idp::sign(
+                    idp::channel_key(),
+                    "no-such-kid",
+                    jsonwebtoken::Algorithm::RS256,
+                    &good_claims
+                )
+            )),
+        ),
         ("expired", Some(format!("Bearer {}", sign(&expired)))),
         ("not yet valid", Some(format!("Bearer {}", sign(&future)))),
-        ("wrong audience", Some(format!("Bearer {}", sign(&audience)))),
+        (
+            "wrong audience",
+            Some(format!("Bearer {}", sign(&audience))),
+        ),
         ("wrong issuer", Some(format!("Bearer {}", sign(&issuer)))),
-        ("alg none", Some(format!("Bearer {}", idp::unsigned(&json!({"alg": "none", "kid": idp::CHANNEL_KID, "typ": "JWT"}), &good_claims)))),
-        ("serviceurl differs", Some(format!("Bearer {}", sign(&forged_url)))),
-        ("not endorsed for the channel", Some(format!("Bearer {}", idp::sign(idp::channel_key(), idp::TEAMS_ONLY_KID, jsonwebtoken::Algorithm::RS256, &good_claims)))),
-        ("emulator token for another app", Some(format!("Bearer {}", idp::emulator_token_v2("another-app")))),
+        (
+            "alg none",
+            Some(format!(
+                "Bearer {}",
+                idp::unsigned(
+                    &json!({"alg": "none", "kid": idp::CHANNEL_KID, "typ": "JWT"}),
+                    &good_claims
+                )
+            )),
+        ),
+        (
+            "serviceurl differs",
+            Some(format!("Bearer {}", sign(&forged_url))),
+        ),
+        (
+            "not endorsed for the channel",
+            Some(format!(
+                "Bearer {}",
+                idp::sign(
+                    idp::channel_key(),
+                    idp::TEAMS_ONLY_KID,
+                    jsonwebtoken::Algorithm::RS256,
+                    &good_claims
+                )
+            )),
+        ),
+        (
+            "emulator token for another app",
+            Some(format!("Bearer {}", idp::emulator_token_v2("another-app"))),
+        ),
     ];
     for (name, header) in &cases {
         for text in ["run", "done 123456"] {
@@ -117,7 +220,11 @@ async fn every_bad_token_is_refused_with_401_and_changes_nothing() {
     assert_eq!(post_raw(&bot, b"{oops".to_vec(), None).await.0, 401);
 
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(services.store.list_recent(10).await.unwrap().total, 0, "no job written");
+    assert_eq!(
+        services.store.list_recent(10).await.unwrap().total,
+        0,
+        "no job written"
+    );
     assert!(connector.requests().is_empty(), "no Connector call");
     assert_eq!(idp.token_request_count(), 0, "not even a token was fetched");
 }
@@ -131,18 +238,41 @@ async fn a_stored_reference_outside_the_allowlist_is_refused_and_marked_failed()
     // Plain http to a loopback port the allowlist names only as 127.0.0.1: use another
     // loopback name so the host is not allowed.
     let reference = ConversationReference {
-        conversation: ConversationAccount { id: "c".into(), ..Default::default() },
+        conversation: ConversationAccount {
+            id: "c".into(),
+            ..Default::default()
+        },
         channel_id: "msteams".into(),
         service_url: format!("http://localhost:{}/amer/", connector.addr().port()),
         ..Default::default()
     };
-    services.store.create(&Job::new_running(number, reference, Utc::now())).await.unwrap();
+    services
+        .store
+        .create(&Job::new_running(number, reference, Utc::now()))
+        .await
+        .unwrap();
     let completion = Completion::new(number, "c");
-    let (response, outcomes) = services.worker.handle_batch(&[sqs_record("m", &completion.to_body())]).await;
-    assert!(response.batch_item_failures.is_empty(), "not retried forever");
-    assert!(matches!(outcomes[0].1, RecordOutcome::DeliveryFailed(..)), "{outcomes:?}");
+    let (response, outcomes) = services
+        .worker
+        .handle_batch(&[sqs_record("m", &completion.to_body())])
+        .await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "not retried forever"
+    );
+    assert!(
+        matches!(outcomes[0].1, RecordOutcome::DeliveryFailed(..)),
+        "{outcomes:?}"
+    );
     let status = services.store.get(number).await.unwrap().unwrap().status;
-    assert!(matches!(status, JobStatus::Failed { ref reason, .. } if reason.contains("not allowed")), "{status:?}");
+    assert!(
+        matches!(status, JobStatus::Failed { ref reason, .. } if reason.contains("not allowed")),
+        "{status:?}"
+    );
     assert!(connector.requests().is_empty());
-    assert_eq!(idp.token_request_count(), 0, "the token was not even fetched");
+    assert_eq!(
+        idp.token_request_count(),
+        0,
+        "the token was not even fetched"
+    );
 }
