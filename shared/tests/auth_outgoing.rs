@@ -322,6 +322,9 @@ fn default_hosts_pass_over_https() {
     ] {
         assert!(list.check(url).is_ok(), "{url}");
     }
+    // Anyone can register a name under trafficmanager.net: only smba is trusted.
+    assert!(list.check("https://attacker.trafficmanager.net/").is_err());
+    assert!(list.check("https://evil.example.com/").is_err());
 }
 
 #[test]

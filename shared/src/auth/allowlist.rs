@@ -8,8 +8,9 @@ use crate::connector::ServiceUrlPolicy;
 /// hosts.
 pub const DEFAULT_ALLOWED_SERVICE_URL_HOSTS: &[&str] = &[
     "*.botframework.com",
+    // Exactly this host: anyone can register a name under trafficmanager.net, so a wildcard
+    // there would let a stranger's host receive the bot's token.
     "smba.trafficmanager.net",
-    "*.trafficmanager.net",
     "*.teams.microsoft.com",
     "*.botframework.us",
     "*.botframework.azure.us",
