@@ -118,7 +118,7 @@ say "  dead-letter queue: $DLQ_URL"
 say "  the bot: http://localhost:${PORT:-3978}/api/messages (Bot Framework Emulator: no app id)"
 say "  see the jobs, from another terminal:"
 say "    python3 scripts/show_jobs.py --endpoint-url $ENDPOINT --table $JOBS_TABLE_NAME"
-say "    aws dynamodb scan --endpoint-url $ENDPOINT --region $AWS_REGION --table-name $JOBS_TABLE_NAME   # with the aws CLI"
+say "    AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test aws dynamodb scan --endpoint-url $ENDPOINT --region $AWS_REGION --table-name $JOBS_TABLE_NAME"
 say ""
 
 # --- the bot ------------------------------------------------------------------------------------

@@ -43,6 +43,12 @@ def first(item, *paths):
     for path in paths:
         value = item
         for key in path.split("."):
+            if isinstance(value, str) and value.startswith("{"):
+                # Nested documents may be stored as JSON text (the conversation reference is).
+                try:
+                    value = json.loads(value)
+                except ValueError:
+                    break
             if isinstance(value, dict) and key in value:
                 value = value[key]
             else:

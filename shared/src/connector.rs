@@ -259,12 +259,7 @@ impl ConnectorClient {
             .get("x-correlating-operationid")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(response.headers());
         let body = response.bytes().await.map_err(transport_error)?;
         if status.is_success() {
             // 200/201/202, with `{"id": …}` or with nothing at all.
@@ -301,12 +296,30 @@ impl ConnectorClient {
     }
 }
 
+/// `Retry-After` in seconds (the form the Connector and Entra ID use).
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
 fn transport_error(error: reqwest::Error) -> ConnectorError {
     if error.is_timeout() {
         ConnectorError::Timeout
     } else {
-        // Without the URL: it is ours, and the caller logs the serviceUrl anyway.
-        ConnectorError::Transport(error.without_url().to_string())
+        // Without the URL (the caller logs the serviceUrl), with the causes: reqwest's own
+        // message alone ("error sending request") does not say what went wrong.
+        let error = error.without_url();
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        ConnectorError::Transport(text)
     }
 }
 

@@ -258,12 +258,7 @@ impl AppCredentials {
             .await
             .map_err(|e| (TokenError::Transport(e.without_url().to_string()), None))?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = crate::connector::retry_after(response.headers());
         let body = response
             .bytes()
             .await
