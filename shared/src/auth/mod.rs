@@ -168,7 +168,12 @@ impl AuthConfig {
             },
         };
         let tenant_id = get("MicrosoftAppTenantId");
-        if app_type == AppType::SingleTenant && tenant_id.is_none() {
+        // Without an app id (Emulator mode) nothing is fetched from a tenant, so the SAM
+        // template's SingleTenant default must not stop a bot deployed without credentials.
+        if app_type == AppType::SingleTenant
+            && tenant_id.is_none()
+            && get("MicrosoftAppId").is_some()
+        {
             return Err(ConfigError::MissingTenantId);
         }
         let url = |name: &'static str, default: &str| -> Result<String, ConfigError> {
@@ -333,6 +338,9 @@ mod tests {
         .expect_err("must fail");
         assert_eq!(err, ConfigError::MissingTenantId);
         assert!(err.to_string().contains("MicrosoftAppTenantId"));
+        // In Emulator mode (no app id) the tenant is not needed.
+        let emulator = config(&[("MicrosoftAppType", "SingleTenant")]).expect("emulator mode");
+        assert!(!emulator.is_enabled());
     }
 
     #[test]
