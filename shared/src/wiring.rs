@@ -39,7 +39,7 @@ impl Services {
         if let (Some(arn), Some(aws)) = (settings.app_password_secret_arn.clone(), &aws)
             && settings.auth.app_password.is_none()
         {
-            settings.auth.app_password = Some(read_secret(aws, &arn).await?);
+            settings.auth.app_password = Some(read_app_password(aws, &arn).await?);
         }
 
         let (store, queue, source): (Arc<dyn JobStore>, Arc<dyn CompletionQueue>, QueueSource) =
@@ -85,6 +85,11 @@ impl Services {
         store: Arc<dyn JobStore>,
         queue: Arc<dyn CompletionQueue>,
     ) -> Result<Services, ConfigError> {
+        if !auth.is_enabled() {
+            tracing::warn!(
+                "MicrosoftAppId is not set: authentication is off (Emulator mode); anyone who can reach the endpoint can talk to the bot"
+            );
+        }
         let auth = Auth::new(auth, reqwest::Client::new());
         let connector = ConnectorClient::new(ConnectorConfig {
             credentials: auth.credentials.clone(),
@@ -117,8 +122,11 @@ impl Services {
 }
 
 /// The app password from Secrets Manager: the secret string itself, or a JSON object's
-/// `MicrosoftAppPassword` field.
-async fn read_secret(aws: &aws_config::SdkConfig, arn: &str) -> Result<String, ConfigError> {
+/// `MicrosoftAppPassword` field. Read once, at start (a Lambda cold start).
+pub async fn read_app_password(
+    aws: &aws_config::SdkConfig,
+    arn: &str,
+) -> Result<String, ConfigError> {
     let client = aws_sdk_secretsmanager::Client::new(aws);
     let output = client
         .get_secret_value()

@@ -127,7 +127,11 @@ impl CompletionWorker {
         for (index, record) in records.iter().enumerate() {
             let message_id = record.message_id.as_deref().unwrap_or_default();
             match Completion::from_body(record.body.as_deref().unwrap_or_default()) {
-                Ok(completion) => {
+                Ok(mut completion) => {
+                    // The attribute is what the sender logged; prefer it to the body's copy.
+                    if let Some(id) = correlation_attribute(record) {
+                        completion.correlation_id = id;
+                    }
                     let group = *group_of
                         .entry(completion.conversation.clone())
                         .or_insert_with(|| {
@@ -137,7 +141,8 @@ impl CompletionWorker {
                     groups[group].push((index, completion));
                 }
                 Err(error) => {
-                    tracing::error!(message_id, error = %error, "malformed completion record acknowledged");
+                    let correlation_id = correlation_attribute(record).unwrap_or_default();
+                    tracing::error!(message_id, correlation_id, error = %error, "malformed completion record acknowledged");
                     outcomes[index] = Some(RecordOutcome::Malformed(error.to_string()));
                 }
             }
@@ -276,6 +281,15 @@ impl CompletionWorker {
             DeliveryOutcome::Failed { reason } => RecordOutcome::DeliveryFailed(number, reason),
         }
     }
+}
+
+/// The `correlationId` message attribute, when the record carries one.
+fn correlation_attribute(record: &SqsMessage) -> Option<String> {
+    record
+        .message_attributes
+        .get(crate::adapters::sqs::CORRELATION_ID_ATTRIBUTE)
+        .and_then(|attribute| attribute.string_value.clone())
+        .filter(|id| !id.is_empty())
 }
 
 /// The Lambda-shaped record the local runner builds from a queued message.
