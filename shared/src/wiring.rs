@@ -42,39 +42,43 @@ impl Services {
             settings.auth.app_password = Some(read_app_password(aws, &arn).await?);
         }
 
-        let (store, queue, source): (Arc<dyn JobStore>, Arc<dyn CompletionQueue>, QueueSource) =
-            match (&settings.backend, &aws) {
-                (
-                    Backend::Aws {
-                        table_name,
-                        queue_url,
-                    },
-                    Some(aws),
-                ) => {
-                    let dynamodb = aws_sdk_dynamodb::Client::new(aws);
-                    let sqs = aws_sdk_sqs::Client::new(aws);
-                    (
-                        Arc::new(DynamoJobStore::new(
-                            dynamodb,
-                            table_name.clone(),
-                            chrono::Duration::days(i64::from(settings.job_retention_days)),
-                        )),
-                        Arc::new(SqsCompletionQueue::new(sqs.clone(), queue_url.clone())),
-                        QueueSource::Sqs(SqsPoller::new(sqs, queue_url.clone())),
-                    )
-                }
-                _ => {
-                    let (queue, receiver) = MemoryCompletionQueue::new();
-                    (
-                        Arc::new(MemoryJobStore::new()),
-                        Arc::new(queue),
-                        QueueSource::Memory(receiver),
-                    )
-                }
-            };
+        match (&settings.backend, &aws) {
+            (
+                Backend::Aws {
+                    table_name,
+                    queue_url,
+                },
+                Some(aws),
+            ) => {
+                let dynamodb = aws_sdk_dynamodb::Client::new(aws);
+                let sqs = aws_sdk_sqs::Client::new(aws);
+                let store = DynamoJobStore::new(
+                    dynamodb,
+                    table_name.clone(),
+                    chrono::Duration::days(i64::from(settings.job_retention_days)),
+                );
+                let queue = SqsCompletionQueue::new(sqs.clone(), queue_url.clone());
+                let services =
+                    Services::with_ports(&settings.auth, Arc::new(store), Arc::new(queue))?;
+                Ok((
+                    services,
+                    QueueSource::Sqs(SqsPoller::new(sqs, queue_url.clone())),
+                ))
+            }
+            _ => {
+                let (services, receiver) = Services::in_memory(&settings.auth)?;
+                Ok((services, QueueSource::Memory(receiver)))
+            }
+        }
+    }
 
-        let services = Services::with_ports(&settings.auth, store, queue)?;
-        Ok((services, source))
+    /// The embedded default: an in-memory store and queue, and the queue's receiving end for
+    /// an in-process consumer.
+    pub fn in_memory(auth: &AuthConfig) -> Result<(Services, MemoryQueueReceiver), ConfigError> {
+        let (queue, receiver) = MemoryCompletionQueue::new();
+        let services =
+            Services::with_ports(auth, Arc::new(MemoryJobStore::new()), Arc::new(queue))?;
+        Ok((services, receiver))
     }
 
     /// Builds the services over ports the caller made (tests, other backends): the Connector

@@ -1,7 +1,5 @@
 //! Incoming authentication (channel → bot) against a local identity provider.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -595,32 +593,9 @@ async fn concurrent_validations_on_a_cold_cache_fetch_once() {
 
 // Logging.
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_reason_is_logged_at_warn_and_the_token_never() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = proactive_bot::testing::logs::capture();
 
     let (_idp, auth) = setup().await;
     let token = idp::channel_token(APP_ID, "https://evil.example.com/");
@@ -633,7 +608,7 @@ async fn the_reason_is_logged_at_warn_and_the_token_never() {
     );
     refuse(&auth, Some(&bearer(&unknown)), &activity("msteams")).await;
 
-    let logs = String::from_utf8(captured.0.lock().expect("logs").clone()).expect("utf-8");
+    let logs = captured.text();
     assert!(logs.contains("WARN"), "{logs}");
     assert!(logs.contains("serviceurl claim does not match"), "{logs}");
     assert!(logs.contains("not a known signing key"), "{logs}");

@@ -1,8 +1,7 @@
 //! Outgoing authentication (bot → Connector) against a local identity provider, and the
 //! serviceUrl allowlist that decides where the token may go.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use proactive_bot::auth::{
@@ -231,32 +230,9 @@ async fn a_password_provided_later_is_used() {
     );
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn the_secret_and_the_token_are_never_logged() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (captured, _guard) = proactive_bot::testing::logs::capture();
 
     let idp = TestIdp::start().await;
     idp.fail_next_token_requests(&[503, 401]);
@@ -264,7 +240,7 @@ async fn the_secret_and_the_token_are_never_logged() {
     creds.authorization().await.expect_err("401 after a retry");
     creds.authorization().await.expect("token");
 
-    let logs = String::from_utf8(captured.0.lock().expect("logs").clone()).expect("utf-8");
+    let logs = captured.text();
     assert!(logs.contains("token request failed"), "{logs}");
     assert!(!logs.contains(TEST_APP_PASSWORD), "{logs}");
     assert!(!logs.contains("test-access-token"), "{logs}");

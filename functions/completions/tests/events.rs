@@ -1,14 +1,11 @@
 //! The SQS sample events in `events/` through the function's handler, with job 100001 (the
 //! number they name) in the store and a Connector stand-in as the channel.
 
-use std::sync::Arc;
-
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
-use proactive_bot::adapters::memory::{MemoryCompletionQueue, MemoryJobStore};
 use proactive_bot::auth::AuthConfig;
-use proactive_bot::jobs::{Job, JobNumber, JobStatus, JobStore};
+use proactive_bot::jobs::{Job, JobNumber, JobStatus};
 use proactive_bot::schema::{ChannelAccount, ConversationAccount, ConversationReference};
 use proactive_bot::testing::connector::{ConnectorStandIn, ScriptedResponse};
 use proactive_bot::wiring::Services;
@@ -20,9 +17,8 @@ fn sqs_event(name: &str) -> LambdaEvent<SqsEvent> {
     LambdaEvent::new(event, Context::default())
 }
 
-async fn services_with_job(connector: &ConnectorStandIn) -> (Services, Arc<MemoryJobStore>) {
-    let store = Arc::new(MemoryJobStore::new());
-    let (queue, _receiver) = MemoryCompletionQueue::new();
+async fn services_with_job(connector: &ConnectorStandIn) -> Services {
+    let (services, _receiver) = Services::in_memory(&AuthConfig::default()).unwrap();
     let reference = ConversationReference {
         user: ChannelAccount {
             id: "user-1".into(),
@@ -40,7 +36,8 @@ async fn services_with_job(connector: &ConnectorStandIn) -> (Services, Arc<Memor
         service_url: connector.service_url(),
         ..Default::default()
     };
-    store
+    services
+        .store
         .create(&Job::new_running(
             JobNumber::new(100_001).unwrap(),
             reference,
@@ -48,13 +45,12 @@ async fn services_with_job(connector: &ConnectorStandIn) -> (Services, Arc<Memor
         ))
         .await
         .unwrap();
-    let services =
-        Services::with_ports(&AuthConfig::default(), store.clone(), Arc::new(queue)).unwrap();
-    (services, store)
+    services
 }
 
-async fn status(store: &MemoryJobStore) -> JobStatus {
-    store
+async fn status(services: &Services) -> JobStatus {
+    services
+        .store
         .get(JobNumber::new(100_001).unwrap())
         .await
         .unwrap()
@@ -65,7 +61,7 @@ async fn status(store: &MemoryJobStore) -> JobStatus {
 #[tokio::test]
 async fn the_single_completion_event_notifies_the_original_conversation() {
     let connector = ConnectorStandIn::start().await;
-    let (services, store) = services_with_job(&connector).await;
+    let services = services_with_job(&connector).await;
     let response = completions::handle(&services.worker, sqs_event("sqs-completion.json"))
         .await
         .unwrap();
@@ -79,13 +75,16 @@ async fn the_single_completion_event_notifies_the_original_conversation() {
     assert_eq!(requests[0].text(), "Job 100001 is complete.");
     assert_eq!(requests[0].body["from"]["id"], "bot-1");
     assert_eq!(requests[0].body["recipient"]["id"], "user-1");
-    assert!(matches!(status(&store).await, JobStatus::Notified { .. }));
+    assert!(matches!(
+        status(&services).await,
+        JobStatus::Notified { .. }
+    ));
 }
 
 #[tokio::test]
 async fn the_mixed_batch_sends_once_and_acknowledges_the_duplicate_and_the_malformed_record() {
     let connector = ConnectorStandIn::start().await;
-    let (services, _store) = services_with_job(&connector).await;
+    let services = services_with_job(&connector).await;
     let response = completions::handle(&services.worker, sqs_event("sqs-mixed-batch.json"))
         .await
         .unwrap();
@@ -96,7 +95,7 @@ async fn the_mixed_batch_sends_once_and_acknowledges_the_duplicate_and_the_malfo
 #[tokio::test]
 async fn the_mixed_batch_lists_exactly_the_retryable_failures() {
     let connector = ConnectorStandIn::start().await;
-    let (services, store) = services_with_job(&connector).await;
+    let services = services_with_job(&connector).await;
     // The channel is throttling: the valid record must be retried, and its duplicate (same
     // conversation, after it) with it; the malformed record is not retried.
     connector.script(ScriptedResponse::status(429, None).with_header("Retry-After", "1"));
@@ -110,7 +109,10 @@ async fn the_mixed_batch_lists_exactly_the_retryable_failures() {
         .collect();
     failed.sort();
     assert_eq!(failed, vec!["duplicate-1".to_owned(), "valid-1".to_owned()]);
-    assert!(matches!(status(&store).await, JobStatus::Completing { .. }));
+    assert!(matches!(
+        status(&services).await,
+        JobStatus::Completing { .. }
+    ));
     // The response is what Lambda expects on the wire.
     let wire = serde_json::to_value(&response).unwrap();
     assert_eq!(wire["batchItemFailures"][0]["itemIdentifier"], "valid-1");

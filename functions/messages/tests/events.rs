@@ -3,10 +3,8 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use chrono::Utc;
-use proactive_bot::adapters::memory::{MemoryCompletionQueue, MemoryJobStore, MemoryQueueReceiver};
+use proactive_bot::adapters::memory::MemoryQueueReceiver;
 use proactive_bot::auth::AuthConfig;
 use proactive_bot::jobs::{Job, JobNumber, JobStore};
 use proactive_bot::schema::{Activity, ConversationReference};
@@ -36,16 +34,12 @@ async fn invoke(services: &Services, event: &str) -> u16 {
 
 /// Services on in-memory ports; the queue's receiving end is returned so that sends succeed
 /// (no consumer runs: the SQS events are tested with the completions function).
-fn services() -> (Services, Arc<MemoryJobStore>, MemoryQueueReceiver) {
-    let store = Arc::new(MemoryJobStore::new());
-    let (queue, receiver) = MemoryCompletionQueue::new();
-    let services =
-        Services::with_ports(&AuthConfig::default(), store.clone(), Arc::new(queue)).unwrap();
-    (services, store, receiver)
+fn services() -> (Services, MemoryQueueReceiver) {
+    Services::in_memory(&AuthConfig::default()).unwrap()
 }
 
 /// Job 100001 (the number the `done` and event samples name), created from `run`'s activity.
-async fn seed_job(store: &MemoryJobStore, connector: &ConnectorStandIn) {
+async fn seed_job(store: &dyn JobStore, connector: &ConnectorStandIn) {
     let run = event("http-run.json", connector);
     let request: serde_json::Value = serde_json::from_str(&run).unwrap();
     let activity: Activity = serde_json::from_str(request["body"].as_str().unwrap()).unwrap();
@@ -63,7 +57,7 @@ async fn seed_job(store: &MemoryJobStore, connector: &ConnectorStandIn) {
 #[tokio::test]
 async fn every_http_api_event_is_answered_by_the_router() {
     let connector = ConnectorStandIn::start().await;
-    let (services, store, mut queued) = services();
+    let (services, mut queued) = services();
 
     assert_eq!(
         invoke(
@@ -83,7 +77,7 @@ async fn every_http_api_event_is_answered_by_the_router() {
     let run = connector.wait_for(2, support::WAIT).await;
     assert!(run[1].text().starts_with("Job "), "{}", run[1].text());
 
-    seed_job(&store, &connector).await;
+    seed_job(services.store.as_ref(), &connector).await;
     assert_eq!(
         invoke(&services, &event("http-show.json", &connector)).await,
         200
@@ -119,7 +113,7 @@ async fn every_http_api_event_is_answered_by_the_router() {
 #[tokio::test]
 async fn the_rest_api_and_function_url_events_reach_the_same_handler() {
     let connector = ConnectorStandIn::start().await;
-    let (services, _store, _queued) = services();
+    let (services, _queued) = services();
     for (n, name) in ["rest-run.json", "function-url-run.json"]
         .into_iter()
         .enumerate()
@@ -142,7 +136,7 @@ async fn the_rest_api_and_function_url_events_reach_the_same_handler() {
 #[tokio::test]
 async fn a_rest_api_stage_prefix_is_ignored() {
     let connector = ConnectorStandIn::start().await;
-    let (services, _store, _queued) = services();
+    let (services, _queued) = services();
     let mut rest: serde_json::Value =
         serde_json::from_str(&event("rest-run.json", &connector)).unwrap();
     rest["path"] = serde_json::json!("/prod/api/messages");

@@ -1,7 +1,8 @@
 //! Test support for this workspace's integration tests (the `testing` feature): a Bot
 //! Connector stand-in, a moto server launcher for DynamoDB and SQS over the real wire protocol,
-//! and a local identity provider that signs tokens with test keys.
+//! a local identity provider that signs tokens with test keys, and a log capture.
 
 pub mod connector;
 pub mod idp;
+pub mod logs;
 pub mod moto;
