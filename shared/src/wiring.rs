@@ -66,6 +66,11 @@ impl Services {
                 ))
             }
             _ => {
+                if crate::telemetry::in_lambda() {
+                    tracing::warn!(
+                        "JOBS_TABLE_NAME and COMPLETIONS_QUEUE_URL are not set: jobs live in this instance's memory only"
+                    );
+                }
                 let (services, receiver) = Services::in_memory(&settings.auth)?;
                 Ok((services, QueueSource::Memory(receiver)))
             }
