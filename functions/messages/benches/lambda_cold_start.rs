@@ -15,6 +15,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::routing::{get, post};
 use proactive_bot::testing::connector::ConnectorStandIn;
+use proactive_bot::testing::process::status_kib;
 use tokio::sync::mpsc;
 
 const RUNS: usize = 20;
@@ -144,14 +145,7 @@ async fn main() {
             response.contains("\"statusCode\":200"),
             "unexpected response: {response}"
         );
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
-        if let Some(kib) = status
-            .lines()
-            .find(|l| l.starts_with("VmHWM:"))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-        {
+        if let Some(kib) = status_kib(child.id(), "VmHWM:") {
             peak_kib = peak_kib.max(kib);
         }
         let _ = child.kill();

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use proactive_bot::testing::connector::ConnectorStandIn;
+use proactive_bot::testing::process::status_kib;
 use serde_json::json;
 
 const TURNS: usize = 1000;
@@ -20,17 +21,6 @@ fn activity(service_url: &str, conversation: &str, n: usize, text: &str) -> serd
         "from": {"id": "user", "name": "User"}, "recipient": {"id": "bot", "name": "Bot"},
         "conversation": {"id": conversation}
     })
-}
-
-fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with(field))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 #[tokio::main]

@@ -166,6 +166,11 @@ mod tests {
             "https://canary.botapi.skype.teams.microsoft.com/",
             "https://WebChat.BotFramework.com./",
             "https://webchat.botframework.com:443/",
+            "https://europe.webchat.botframework.com/",
+            "https://service.botframework.us/",
+            "https://service.botframework.azure.us/",
+            "https://x.teams.microsoft.com/",
+            "https://x.teams.microsoft.us/",
         ] {
             assert!(ok(&list, url), "{url}");
         }
@@ -180,6 +185,8 @@ mod tests {
             "https://evilbotframework.com/",
             "https://botframework.com/",
             "https://10.0.0.1/",
+            // Anyone can register a name under trafficmanager.net: only smba is trusted.
+            "https://attacker.trafficmanager.net/",
         ] {
             assert!(!ok(&list, url), "{url}");
         }
@@ -222,6 +229,9 @@ mod tests {
         assert!(!ok(&list, "https://webchat.botframework.com@evil.com/"));
         assert!(!ok(&list, "ftp://webchat.botframework.com/"));
         assert!(!ok(&list, "file:///etc/passwd"));
+        assert!(!ok(&list, "javascript:alert(1)"));
+        assert!(!ok(&list, "webchat.botframework.com"));
+        assert!(!ok(&list, "https://"));
         assert!(!ok(&list, "not a url"));
         assert!(!ok(&list, ""));
     }
@@ -229,7 +239,10 @@ mod tests {
     #[test]
     fn emulator_mode_allows_loopback_http_and_any_https() {
         let list = ServiceUrlAllowlist::new(DEFAULT_ALLOWED_SERVICE_URL_HOSTS, true);
+        assert!(list.is_emulator_mode());
         assert!(ok(&list, "http://localhost:53421/"));
+        assert!(!ok(&list, "http://my-tunnel.example.net/"));
+        assert!(!ok(&list, "https://user@localhost/"));
         assert!(ok(&list, "http://127.0.0.1:53421/"));
         assert!(ok(&list, "http://[::1]:53421/"));
         assert!(ok(&list, "https://my-tunnel.example.net/"));
