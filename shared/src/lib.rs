@@ -16,6 +16,7 @@ pub mod auth;
 pub mod bot;
 pub mod config;
 pub mod connector;
+pub mod delivery;
 pub mod http;
 pub mod jobs;
 pub mod schema;

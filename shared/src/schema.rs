@@ -192,12 +192,33 @@ impl ConversationReference {
             activity_id: if fake_id { None } else { activity.id.clone() },
             user: activity.from.clone().unwrap_or_default(),
             bot: activity.recipient.clone().unwrap_or_default(),
-            conversation: activity.conversation.clone().unwrap_or_default(),
+            conversation: {
+                let mut conversation = activity.conversation.clone().unwrap_or_default();
+                // Teams always says the tenant in channelData; keep it with the conversation,
+                // where the per-tenant rate limit and tenant scoping look for it.
+                if conversation.tenant_id.is_none() {
+                    conversation.tenant_id = activity
+                        .channel_data
+                        .as_ref()
+                        .and_then(|data| data.pointer("/tenant/id"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                }
+                conversation
+            },
             channel_id,
             service_url: activity.service_url.clone().unwrap_or_default(),
             locale: activity.locale.clone(),
             extra: Map::new(),
         }
+    }
+
+    /// The tenant the conversation belongs to (Teams, Entra ID channels), when known.
+    pub fn tenant_id(&self) -> Option<&str> {
+        self.conversation
+            .tenant_id
+            .as_deref()
+            .filter(|tenant| !tenant.is_empty())
     }
 
     /// Addresses `activity` for a proactive send into this conversation: from the bot, to the

@@ -1,0 +1,500 @@
+//! Channel rate limits that hold across every concurrent invocation.
+//!
+//! Two kinds of key, two shapes of shared state (kept behind [`RateLimitStore`], in DynamoDB
+//! on AWS):
+//!
+//! - **A conversation** has sliding windows (Teams: 7 sends per 1 s, 8 per 2 s, 60 per 30 s,
+//!   1800 per hour) and bursts are welcome, so its state is a **log of its recent send
+//!   times**. The queue already serialises a conversation (one FIFO message group, one message
+//!   in flight), so the log is read, extended and written back with a version check that only
+//!   a rare takeover ever trips. A window larger than the log ([`LOG_CAPACITY`]) is replaced
+//!   by a proportionally smaller one (1800 / 3600 s → 60 / 120 s): stricter, never looser,
+//!   since any hour is 30 windows of two minutes.
+//! - **A tenant** (Teams: about 50 per second per app) is shared by every concurrent delivery,
+//!   so its state is one **next free slot** time, with slots evenly spaced at
+//!   `per / count`: reserving one is a single atomic write that never conflicts, and evenly
+//!   spaced sends can never exceed `count` in any window of `per`.
+//!
+//! Every window is widened by [`LimitsConfig::margin`] so that the jitter between when the
+//! bot sends and when the channel counts does not turn an exact schedule into a 429.
+//!
+//! A send is admitted at time `t ≥ now`. If `t - now` is at most `max_wait` (a fraction of a
+//! second: Lambda bills idle waiting) the sender waits and sends; otherwise the message is
+//! put back on the queue until `t`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::notification::StoreError;
+
+/// How many send times a conversation's log keeps.
+pub const LOG_CAPACITY: usize = 64;
+
+/// At most `count` sends in any `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub count: u32,
+    pub per: Duration,
+}
+
+impl Window {
+    pub const fn new(count: u32, per: Duration) -> Self {
+        Window { count, per }
+    }
+
+    /// This window, or a stricter one that fits in the log (see the module doc).
+    pub fn fitted(self) -> Window {
+        let capacity = LOG_CAPACITY as u32;
+        if self.count <= capacity {
+            return self;
+        }
+        // The smallest split into k equal windows that fits, preferring a k that divides the
+        // count (1800 / 3600 s → 60 / 120 s rather than 62 / 124.1 s).
+        let least = self.count.div_ceil(capacity);
+        let k = (least..=least * 2)
+            .find(|k| self.count % k == 0)
+            .unwrap_or(least);
+        Window {
+            count: self.count / k,
+            per: self.per / k,
+        }
+    }
+}
+
+impl fmt::Display for Window {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.per.as_millis();
+        if ms % 1000 == 0 {
+            write!(f, "{}/{}s", self.count, ms / 1000)
+        } else {
+            write!(f, "{}/{}ms", self.count, ms)
+        }
+    }
+}
+
+/// Why a limits setting cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a list of limits like \"7/1s,8/2s,60/30s\" (count/duration, duration in s or ms)"
+)]
+pub struct InvalidLimits(pub String);
+
+/// Parses `"7/1s,8/2s,60/30s,1800/3600s"` (also `ms`). An empty string is no limit.
+pub fn parse_windows(text: &str) -> Result<Vec<Window>, InvalidLimits> {
+    let bad = || InvalidLimits(text.to_owned());
+    text.split(',')
+        .map(str::trim)
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            let (count, per) = part.split_once('/').ok_or_else(bad)?;
+            let count: u32 = count
+                .trim()
+                .parse()
+                .ok()
+                .filter(|c| *c > 0)
+                .ok_or_else(bad)?;
+            let per = per.trim();
+            let per = if let Some(ms) = per.strip_suffix("ms") {
+                Duration::from_millis(ms.trim().parse().map_err(|_| bad())?)
+            } else if let Some(s) = per.strip_suffix('s') {
+                Duration::from_secs(s.trim().parse().map_err(|_| bad())?)
+            } else {
+                return Err(bad());
+            };
+            if per.is_zero() {
+                return Err(bad());
+            }
+            Ok(Window::new(count, per))
+        })
+        .collect()
+}
+
+/// The limits of one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelLimits {
+    /// Per conversation (per bot).
+    pub conversation: Vec<Window>,
+    /// Per tenant (per app); the tightest window sets the slot spacing.
+    pub tenant: Vec<Window>,
+}
+
+impl ChannelLimits {
+    /// Microsoft Teams' documented limits for a bot.
+    pub fn teams() -> Self {
+        ChannelLimits {
+            conversation: vec![
+                Window::new(7, Duration::from_secs(1)),
+                Window::new(8, Duration::from_secs(2)),
+                Window::new(60, Duration::from_secs(30)),
+                Window::new(1800, Duration::from_secs(3600)),
+            ],
+            tenant: vec![Window::new(50, Duration::from_secs(1))],
+        }
+    }
+
+    /// The even spacing of tenant slots (zero when the tenant is unlimited).
+    pub fn tenant_interval(&self, margin: Duration) -> Duration {
+        self.tenant
+            .iter()
+            .map(|w| (w.per + margin) / w.count)
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// Limits by channel, with a default for channels not named.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub default: ChannelLimits,
+    pub by_channel: HashMap<String, ChannelLimits>,
+    /// Added to every window's duration (see the module doc).
+    pub margin: Duration,
+    /// The longest a delivery waits in process for its slot before putting the message back.
+    pub max_wait: Duration,
+}
+
+impl Default for LimitsConfig {
+    /// Teams' limits for every channel: the strictest known, so a safe default for Web Chat,
+    /// Direct Line and the Emulator too.
+    fn default() -> Self {
+        LimitsConfig {
+            default: ChannelLimits::teams(),
+            by_channel: HashMap::new(),
+            margin: Duration::from_millis(50),
+            max_wait: Duration::from_millis(400),
+        }
+    }
+}
+
+impl LimitsConfig {
+    pub fn for_channel(&self, channel: &str) -> &ChannelLimits {
+        self.by_channel.get(channel).unwrap_or(&self.default)
+    }
+}
+
+impl FromStr for ChannelLimits {
+    type Err = InvalidLimits;
+    /// `conversation=7/1s,8/2s;tenant=50/1s` (either part may be left out: no limit).
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut limits = ChannelLimits {
+            conversation: Vec::new(),
+            tenant: Vec::new(),
+        };
+        for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("conversation", windows)) => limits.conversation = parse_windows(windows)?,
+                Some(("tenant", windows)) => limits.tenant = parse_windows(windows)?,
+                _ => return Err(InvalidLimits(text.to_owned())),
+            }
+        }
+        Ok(limits)
+    }
+}
+
+/// A conversation's recent send times (epoch milliseconds, ascending, at most
+/// [`LOG_CAPACITY`]) and the version they were read at.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SendLog {
+    pub sends: Vec<i64>,
+    /// 0 for a log never written.
+    pub version: u64,
+}
+
+impl SendLog {
+    /// The earliest time at or after `now` that a send conforms to every window, each widened
+    /// by `margin`. Never earlier than the latest logged send, so the log stays in order.
+    pub fn next_allowed(&self, windows: &[Window], now: i64, margin: Duration) -> i64 {
+        let margin = margin.as_millis() as i64;
+        let mut at = now.max(self.sends.last().copied().unwrap_or(i64::MIN));
+        for window in windows.iter().map(|w| w.fitted()) {
+            let count = window.count as usize;
+            if self.sends.len() >= count {
+                // The count-th most recent send must have left the window.
+                let oldest_in_window = self.sends[self.sends.len() - count];
+                at = at.max(oldest_in_window + window.per.as_millis() as i64 + margin);
+            }
+        }
+        at
+    }
+
+    /// The log with a send at `at` appended, trimmed to [`LOG_CAPACITY`].
+    pub fn with_send(&self, at: i64) -> Vec<i64> {
+        let mut sends = self.sends.clone();
+        sends.push(at);
+        let excess = sends.len().saturating_sub(LOG_CAPACITY);
+        sends.drain(..excess);
+        sends
+    }
+}
+
+/// What [`RateLimitStore::reserve_slot`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// A slot at this time (epoch ms) is the caller's.
+    Reserved(i64),
+    /// Every slot up to the latest acceptable time is taken; the next free one is at this time.
+    Full(i64),
+}
+
+/// Shared rate-limit state.
+///
+/// Contract, for every adapter:
+/// - `load_log` returns the key's [`SendLog`] (empty, version 0, when there is none).
+/// - `store_log` writes `sends` as the key's log only if its version is still
+///   `expected_version` (0: no log exists), making it `expected_version + 1`; it returns
+///   `Ok(false)`, changing nothing, when someone else wrote first. `keep_for` bounds how long
+///   an idle log is kept (a TTL).
+/// - `reserve_slot` atomically takes the next free slot of the key: the slot is
+///   `max(next free, not_before)`, and the next free becomes slot + `interval`. If that slot
+///   would be later than `latest` nothing is reserved and [`Slot::Full`] says when the next
+///   free one is. Concurrent callers never get the same slot (on real DynamoDB; moto's
+///   conditional writes are not atomic across concurrent requests).
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    async fn load_log(&self, key: &str) -> Result<SendLog, StoreError>;
+    async fn store_log(
+        &self,
+        key: &str,
+        expected_version: u64,
+        sends: &[i64],
+        keep_for: Duration,
+    ) -> Result<bool, StoreError>;
+    async fn reserve_slot(
+        &self,
+        key: &str,
+        interval: Duration,
+        not_before: i64,
+        latest: i64,
+    ) -> Result<Slot, StoreError>;
+}
+
+/// What the limiter decided for one send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Send after waiting this long (at most `max_wait`).
+    SendAfter(Duration),
+    /// Put the message back: the next chance is this far away.
+    RetryIn(Duration),
+}
+
+/// The engine's view of the limits: decides when a send to a conversation may happen and
+/// records it in the shared state.
+pub struct RateLimiter {
+    store: std::sync::Arc<dyn RateLimitStore>,
+    config: LimitsConfig,
+}
+
+/// How many times a conflicting log write is retried before giving the turn back to the queue.
+const LOG_CONFLICT_RETRIES: usize = 3;
+
+impl RateLimiter {
+    pub fn new(store: std::sync::Arc<dyn RateLimitStore>, config: LimitsConfig) -> Self {
+        RateLimiter { store, config }
+    }
+
+    pub fn config(&self) -> &LimitsConfig {
+        &self.config
+    }
+
+    /// Admits one send into `conversation` (of `tenant`, on `channel`) at or after `now`.
+    pub async fn admit(
+        &self,
+        channel: &str,
+        conversation: &str,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, StoreError> {
+        let limits = self.config.for_channel(channel);
+        let now_ms = now.timestamp_millis();
+        let max_wait = self.config.max_wait.as_millis() as i64;
+        let conversation_key = format!("c#{channel}#{conversation}");
+        let keep_for = limits
+            .conversation
+            .iter()
+            .map(|w| w.fitted().per)
+            .max()
+            .unwrap_or(Duration::ZERO)
+            + self.config.margin
+            + Duration::from_secs(60);
+
+        for _ in 0..LOG_CONFLICT_RETRIES {
+            let log = if limits.conversation.is_empty() {
+                SendLog::default()
+            } else {
+                self.store.load_log(&conversation_key).await?
+            };
+            let conversation_at =
+                log.next_allowed(&limits.conversation, now_ms, self.config.margin);
+            if conversation_at - now_ms > max_wait {
+                return Ok(Admission::RetryIn(millis(conversation_at - now_ms)));
+            }
+            let interval = limits.tenant_interval(self.config.margin);
+            let at = match tenant {
+                Some(tenant) if !interval.is_zero() => {
+                    let key = format!("t#{channel}#{tenant}");
+                    match self
+                        .store
+                        .reserve_slot(&key, interval, conversation_at, now_ms + max_wait)
+                        .await?
+                    {
+                        Slot::Reserved(at) => at,
+                        Slot::Full(next) => return Ok(Admission::RetryIn(millis(next - now_ms))),
+                    }
+                }
+                _ => conversation_at,
+            };
+            if limits.conversation.is_empty()
+                || self
+                    .store
+                    .store_log(&conversation_key, log.version, &log.with_send(at), keep_for)
+                    .await?
+            {
+                return Ok(Admission::SendAfter(millis(at - now_ms)));
+            }
+            // Another delivery of this conversation wrote in between (a lease takeover): read
+            // again. The tenant slot taken is simply left unused.
+        }
+        Ok(Admission::RetryIn(Duration::from_secs(1)))
+    }
+}
+
+fn millis(ms: i64) -> Duration {
+    Duration::from_millis(ms.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: i64 = 1000;
+
+    fn teams() -> Vec<Window> {
+        ChannelLimits::teams().conversation
+    }
+
+    /// Sends greedily, as early as the log allows, and returns the send times.
+    fn greedy(windows: &[Window], n: usize, margin: Duration) -> Vec<i64> {
+        let mut log = SendLog::default();
+        let mut all = Vec::new();
+        for _ in 0..n {
+            let at = log.next_allowed(windows, 0, margin);
+            log.sends = log.with_send(at);
+            all.push(at);
+        }
+        all
+    }
+
+    /// The most sends in any half-open window of `per` ending at a send.
+    fn max_in_window(times: &[i64], per: Duration) -> usize {
+        let per = per.as_millis() as i64;
+        times
+            .iter()
+            .map(|&end| times.iter().filter(|&&t| t > end - per && t <= end).count())
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn windows_parse_and_print() {
+        assert_eq!(
+            parse_windows("7/1s, 8/2s,60/30s,1800/3600s,5/250ms").unwrap(),
+            vec![
+                Window::new(7, Duration::from_secs(1)),
+                Window::new(8, Duration::from_secs(2)),
+                Window::new(60, Duration::from_secs(30)),
+                Window::new(1800, Duration::from_secs(3600)),
+                Window::new(5, Duration::from_millis(250)),
+            ]
+        );
+        assert_eq!(parse_windows("").unwrap(), vec![]);
+        for bad in ["7", "7/1", "0/1s", "x/1s", "7/0s", "7/1h"] {
+            assert!(parse_windows(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Window::new(7, Duration::from_secs(1)).to_string(), "7/1s");
+        let limits: ChannelLimits = "conversation=3/1s;tenant=10/1s".parse().unwrap();
+        assert_eq!(
+            limits.conversation,
+            vec![Window::new(3, Duration::from_secs(1))]
+        );
+        assert_eq!(limits.tenant, vec![Window::new(10, Duration::from_secs(1))]);
+        assert!("bogus=1/1s".parse::<ChannelLimits>().is_err());
+    }
+
+    #[test]
+    fn large_windows_fit_the_log_and_are_stricter() {
+        let hour = Window::new(1800, Duration::from_secs(3600)).fitted();
+        assert_eq!(hour, Window::new(60, Duration::from_secs(120)));
+        assert_eq!(
+            Window::new(7, Duration::from_secs(1)).fitted(),
+            Window::new(7, Duration::from_secs(1))
+        );
+    }
+
+    #[test]
+    fn greedy_sends_respect_every_teams_window_and_burst_as_allowed() {
+        let times = greedy(&teams(), 200, Duration::ZERO);
+        for window in teams() {
+            let most = max_in_window(&times, window.per);
+            assert!(most <= window.count as usize, "{window}: {most}");
+        }
+        // A burst of 7 at once, the 8th only after 2 s (8 / 2 s), then 4 per 2 s.
+        assert!(times[..7].iter().all(|&t| t == 0), "{:?}", &times[..8]);
+        assert_eq!(times[7], SECOND);
+        assert_eq!(times[8], 2 * SECOND);
+        // 60 per 30 s: the 61st waits for the first to leave the window.
+        assert!(times[60] >= 30 * SECOND, "{}", times[60]);
+    }
+
+    #[test]
+    fn the_margin_widens_each_window() {
+        let times = greedy(
+            &[Window::new(2, Duration::from_secs(1))],
+            3,
+            Duration::from_millis(50),
+        );
+        assert_eq!(times, vec![0, 0, 1050]);
+    }
+
+    #[test]
+    fn the_log_never_goes_back_in_time_and_is_bounded() {
+        let log = SendLog {
+            sends: vec![5 * SECOND],
+            version: 3,
+        };
+        assert_eq!(log.next_allowed(&teams(), 0, Duration::ZERO), 5 * SECOND);
+        let full = SendLog {
+            sends: (0..LOG_CAPACITY as i64).collect(),
+            version: 1,
+        };
+        let next = full.with_send(1_000_000);
+        assert_eq!(next.len(), LOG_CAPACITY);
+        assert_eq!(*next.last().unwrap(), 1_000_000);
+        assert_eq!(next[0], 1);
+    }
+
+    #[test]
+    fn tenant_slots_are_spaced_by_the_tightest_window() {
+        let limits = ChannelLimits::teams();
+        assert_eq!(
+            limits.tenant_interval(Duration::ZERO),
+            Duration::from_millis(20)
+        );
+        assert_eq!(
+            limits.tenant_interval(Duration::from_millis(50)),
+            Duration::from_millis(21)
+        );
+        let none = ChannelLimits {
+            conversation: vec![],
+            tenant: vec![],
+        };
+        assert_eq!(
+            none.tenant_interval(Duration::from_millis(50)),
+            Duration::ZERO
+        );
+    }
+}
