@@ -10,18 +10,20 @@
 //! | anything else | help text |
 //! | an error inside a turn | logged; "Sorry, it looks like something went wrong." |
 //!
-//! Completing a job never sends the proactive message from here: `done` and the event put a
-//! [`Completion`] on the queue, and the [`crate::worker`] delivers it, so a turn answers within
-//! the channel's time limit and a delivery can be retried without the user.
+//! Completing a job never sends the proactive message from here: `done` and the event hand a
+//! notification to the [`crate::delivery`] engine through its [`Notifier`], so a turn answers
+//! within the channel's time limit and a delivery can be retried without the user.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::Value;
 
 use crate::connector::{ConnectorClient, ConnectorError};
-use crate::jobs::{Completion, CompletionQueue, Job, JobNumber, JobStore, QueueError, StoreError};
+use crate::delivery::{
+    Content, DeliveryState, Notification, NotificationId, Notifier, NotifyError, Source,
+};
+use crate::jobs::{CompleteOutcome, Job, JobNumber, JobStatus, JobStore, StoreError};
 use crate::schema::{Activity, ConversationReference, activity_types};
 
 pub const HELP_TEXT: &str = "Type **run** to start a job, **show** to list the jobs, or \
@@ -101,7 +103,9 @@ pub enum TurnError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
-    Queue(#[from] QueueError),
+    Notify(#[from] NotifyError),
+    #[error(transparent)]
+    Delivery(#[from] crate::delivery::StoreError),
     #[error(transparent)]
     Connector(#[from] ConnectorError),
     #[error("no unused job number found after {0} attempts")]
@@ -111,19 +115,19 @@ pub enum TurnError {
 /// The conversation logic, with its ports. Built once per process.
 pub struct Bot {
     store: Arc<dyn JobStore>,
-    queue: Arc<dyn CompletionQueue>,
+    notifier: Arc<Notifier>,
     connector: ConnectorClient,
 }
 
 impl Bot {
     pub fn new(
         store: Arc<dyn JobStore>,
-        queue: Arc<dyn CompletionQueue>,
+        notifier: Arc<Notifier>,
         connector: ConnectorClient,
     ) -> Self {
         Bot {
             store,
-            queue,
+            notifier,
             connector,
         }
     }
@@ -231,6 +235,16 @@ impl Bot {
                 .reply(activity, Activity::message(EMPTY_LOG_TEXT))
                 .await;
         }
+        let notifications = self
+            .notifier
+            .find(
+                &page
+                    .jobs
+                    .iter()
+                    .filter_map(|job| job.status.notification().cloned())
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
         let mut text = String::from("| Job | Conversation | State |\n|---|---|---|\n");
         for job in &page.jobs {
             let conversation = &job.reference.conversation;
@@ -243,7 +257,7 @@ impl Bot {
                 job.number,
                 escape_cell(place),
                 escape_cell(&job.reference.channel_id),
-                escape_cell(&job.status.label())
+                escape_cell(&job_state(job, &notifications))
             ));
         }
         if page.total > page.jobs.len() {
@@ -290,7 +304,8 @@ impl Bot {
         Ok(())
     }
 
-    /// Queues the completion of a running job. Unknown and finished jobs need no queue message.
+    /// Completes a running job: its notification is handed to the engine first (idempotent by
+    /// id, so a retry after a crash creates no second one), then the job is marked complete.
     async fn request_completion(&self, number: JobNumber) -> Result<CompletionRequest, TurnError> {
         let Some(job) = self.store.get(number).await? else {
             return Ok(CompletionRequest::NotFound);
@@ -298,10 +313,53 @@ impl Bot {
         if !job.status.is_running() {
             return Ok(CompletionRequest::AlreadyComplete);
         }
-        let completion = Completion::new(number, job.reference.conversation.id.clone());
-        self.queue.send(&completion, Duration::ZERO).await?;
-        tracing::info!(job = %number, correlation_id = %completion.correlation_id, "completion queued");
-        Ok(CompletionRequest::Queued)
+        let now = Utc::now();
+        let notification = Notification::new(
+            job.completion_notification_id(),
+            Source::Job {
+                number: number.get(),
+            },
+            job.reference.clone(),
+            Content::text(format!("Job {number} is complete.")),
+            now,
+        );
+        let notification = self.notifier.notify(notification).await?;
+        match self.store.complete(number, &notification.id, now).await? {
+            CompleteOutcome::Completed(_) => {
+                tracing::info!(job = %number, notification = %notification.id, correlation_id = %notification.correlation_id, "job complete; notification queued");
+                Ok(CompletionRequest::Queued)
+            }
+            // A concurrent `done` got there first; its notification is this one.
+            CompleteOutcome::AlreadyComplete(_) => Ok(CompletionRequest::AlreadyComplete),
+            CompleteOutcome::NotFound => Ok(CompletionRequest::NotFound),
+        }
+    }
+}
+
+/// The state `show` prints: the job's, and for a complete job how its notification is doing.
+fn job_state(
+    job: &Job,
+    notifications: &std::collections::HashMap<NotificationId, Notification>,
+) -> String {
+    let JobStatus::Complete { notification, .. } = &job.status else {
+        return "running".to_owned();
+    };
+    let Some(notification) = notifications.get(notification) else {
+        return "complete".to_owned();
+    };
+    match &notification.state {
+        DeliveryState::Sent { .. } => "complete, notified".to_owned(),
+        DeliveryState::Failed { reason, .. } => format!("complete, notification failed: {reason}"),
+        DeliveryState::GaveUp { last_error, .. } => {
+            format!("complete, notification gave up: {last_error}")
+        }
+        DeliveryState::Queued | DeliveryState::Sending { .. } => match &notification.last_error {
+            Some(error) => format!(
+                "complete, notifying (attempt {} failed: {error})",
+                notification.attempts
+            ),
+            None => "complete, notifying".to_owned(),
+        },
     }
 }
 

@@ -5,12 +5,18 @@
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `PORT` | local runner's port | 3978 |
-//! | `JOBS_TABLE_NAME` | DynamoDB table of jobs | unset: in-memory store |
-//! | `COMPLETIONS_QUEUE_URL` | SQS queue of completions | unset: in-memory queue |
+//! | `JOBS_TABLE_NAME` | DynamoDB table of jobs | unset: in memory |
+//! | `DELIVERY_TABLE_NAME` | DynamoDB table of notifications and rate-limit state | unset: in memory |
+//! | `NOTIFICATIONS_QUEUE_URL` | SQS FIFO queue of deliveries | unset: in memory |
+//! | `NOTIFICATIONS_DEAD_LETTER_QUEUE_URL` | its dead-letter queue | unset: in memory |
+//! | `DELIVERY_MAX_RECEIVES` | the queue's `maxReceiveCount` (the last receive gives up) | 100 |
+//! | `RATE_LIMITS` | limits for every channel: `conversation=7/1s,8/2s,60/30s,1800/3600s;tenant=50/1s` | Teams' limits |
+//! | `RATE_LIMITS_<CHANNEL>` | limits for one channel (e.g. `RATE_LIMITS_WEBCHAT`), same form | `RATE_LIMITS` |
 //! | `JOB_RETENTION_DAYS` | how long finished jobs are kept (DynamoDB TTL) | 30 |
 //! | `MicrosoftAppPasswordSecretArn` | Secrets Manager secret holding the app password, read at start | unset |
 
 use crate::auth::AuthConfig;
+use crate::delivery::limits::{ChannelLimits, LimitsConfig};
 
 /// Where jobs and completions live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +26,10 @@ pub enum Backend {
     /// DynamoDB and SQS, through the AWS SDK's own configuration (`AWS_REGION`,
     /// `AWS_ENDPOINT_URL`, credentials…).
     Aws {
-        table_name: String,
+        jobs_table: String,
+        delivery_table: String,
         queue_url: String,
+        dead_letter_queue_url: String,
     },
 }
 
@@ -35,7 +43,7 @@ pub enum ConfigError {
         value: String,
     },
     #[error(
-        "set both JOBS_TABLE_NAME and COMPLETIONS_QUEUE_URL (for DynamoDB and SQS) or neither (in memory); only {0} is set"
+        "set all of JOBS_TABLE_NAME, DELIVERY_TABLE_NAME, NOTIFICATIONS_QUEUE_URL and NOTIFICATIONS_DEAD_LETTER_QUEUE_URL (for DynamoDB and SQS) or none (in memory); {0} is missing"
     )]
     HalfAws(&'static str),
     #[error(transparent)]
@@ -46,10 +54,20 @@ pub enum ConfigError {
     Secret(String),
 }
 
+/// The variables that together select the AWS backend.
+pub const AWS_VARIABLES: [&str; 4] = [
+    "JOBS_TABLE_NAME",
+    "DELIVERY_TABLE_NAME",
+    "NOTIFICATIONS_QUEUE_URL",
+    "NOTIFICATIONS_DEAD_LETTER_QUEUE_URL",
+];
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub port: u16,
     pub backend: Backend,
+    pub max_receives: u32,
+    pub limits: LimitsConfig,
     pub job_retention_days: u32,
     pub app_password_secret_arn: Option<String>,
     pub auth: AuthConfig,
@@ -75,15 +93,54 @@ impl Settings {
                 value,
             })?,
         };
-        let backend = match (get("JOBS_TABLE_NAME"), get("COMPLETIONS_QUEUE_URL")) {
-            (None, None) => Backend::Memory,
-            (Some(table_name), Some(queue_url)) => Backend::Aws {
-                table_name,
-                queue_url,
+        let aws: Vec<Option<String>> = AWS_VARIABLES.iter().map(|name| get(name)).collect();
+        let backend = match aws.as_slice() {
+            [None, None, None, None] => Backend::Memory,
+            [Some(jobs), Some(delivery), Some(queue), Some(dead_letters)] => Backend::Aws {
+                jobs_table: jobs.clone(),
+                delivery_table: delivery.clone(),
+                queue_url: queue.clone(),
+                dead_letter_queue_url: dead_letters.clone(),
             },
-            (Some(_), None) => return Err(ConfigError::HalfAws("JOBS_TABLE_NAME")),
-            (None, Some(_)) => return Err(ConfigError::HalfAws("COMPLETIONS_QUEUE_URL")),
+            _ => {
+                let missing = AWS_VARIABLES
+                    .iter()
+                    .zip(&aws)
+                    .find_map(|(name, value)| value.is_none().then_some(*name))
+                    .unwrap_or("?");
+                return Err(ConfigError::HalfAws(missing));
+            }
         };
+        let max_receives = match get("DELIVERY_MAX_RECEIVES") {
+            None => 100,
+            Some(value) => value.parse().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
+                name: "DELIVERY_MAX_RECEIVES",
+                expected: "a positive number (the queue's maxReceiveCount)",
+                value,
+            })?,
+        };
+        let limits_from = |name: &'static str, value: String| {
+            value.parse::<ChannelLimits>().map_err(|_| ConfigError::Invalid {
+                name,
+                expected: "limits like conversation=7/1s,8/2s;tenant=50/1s",
+                value,
+            })
+        };
+        let mut limits = LimitsConfig::default();
+        if let Some(value) = get("RATE_LIMITS") {
+            limits.default = limits_from("RATE_LIMITS", value)?;
+        }
+        for channel in ["msteams", "webchat", "directline", "emulator"] {
+            let name: &'static str = match channel {
+                "msteams" => "RATE_LIMITS_MSTEAMS",
+                "webchat" => "RATE_LIMITS_WEBCHAT",
+                "directline" => "RATE_LIMITS_DIRECTLINE",
+                _ => "RATE_LIMITS_EMULATOR",
+            };
+            if let Some(value) = get(name) {
+                limits.by_channel.insert(channel.to_owned(), limits_from(name, value)?);
+            }
+        }
         let job_retention_days = match get("JOB_RETENTION_DAYS") {
             None => 30,
             Some(value) => {
@@ -101,6 +158,8 @@ impl Settings {
         Ok(Settings {
             port,
             backend,
+            max_receives,
+            limits,
             job_retention_days,
             app_password_secret_arn: get("MicrosoftAppPasswordSecretArn"),
             auth: AuthConfig::from_lookup(&lookup)?,
@@ -130,23 +189,45 @@ mod tests {
     }
 
     #[test]
-    fn aws_needs_both_the_table_and_the_queue() {
-        assert!(matches!(
-            settings(&[("JOBS_TABLE_NAME", "t")]),
-            Err(ConfigError::HalfAws(_))
-        ));
+    fn aws_needs_every_table_and_queue() {
+        let error = settings(&[("JOBS_TABLE_NAME", "t")]).unwrap_err().to_string();
+        assert!(error.contains("DELIVERY_TABLE_NAME"), "{error}");
         let s = settings(&[
             ("JOBS_TABLE_NAME", "t"),
-            ("COMPLETIONS_QUEUE_URL", "http://q"),
+            ("DELIVERY_TABLE_NAME", "d"),
+            ("NOTIFICATIONS_QUEUE_URL", "http://q"),
+            ("NOTIFICATIONS_DEAD_LETTER_QUEUE_URL", "http://dlq"),
         ])
         .unwrap();
         assert_eq!(
             s.backend,
             Backend::Aws {
-                table_name: "t".into(),
-                queue_url: "http://q".into()
+                jobs_table: "t".into(),
+                delivery_table: "d".into(),
+                queue_url: "http://q".into(),
+                dead_letter_queue_url: "http://dlq".into(),
             }
         );
+    }
+
+    #[test]
+    fn rate_limits_default_to_teams_and_are_configurable_per_channel() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.limits.for_channel("webchat"), &ChannelLimits::teams());
+        assert_eq!(s.max_receives, 100);
+        let s = settings(&[
+            ("RATE_LIMITS", "conversation=10/1s"),
+            ("RATE_LIMITS_WEBCHAT", "conversation=3/1s;tenant=20/1s"),
+            ("DELIVERY_MAX_RECEIVES", "7"),
+        ])
+        .unwrap();
+        assert_eq!(s.limits.for_channel("msteams").conversation.len(), 1);
+        assert!(s.limits.for_channel("msteams").tenant.is_empty());
+        assert_eq!(s.limits.for_channel("webchat").tenant.len(), 1);
+        assert_eq!(s.max_receives, 7);
+        let error = settings(&[("RATE_LIMITS", "lots")]).unwrap_err().to_string();
+        assert!(error.contains("RATE_LIMITS"), "{error}");
+        assert!(settings(&[("DELIVERY_MAX_RECEIVES", "0")]).is_err());
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub enum ConnectorError {
     Transport(String),
     #[error("serviceUrl {0:?} is not allowed")]
     ServiceUrlNotAllowed(String),
+    #[error("serviceUrl cannot form a URL: {0}")]
+    InvalidUrl(String),
     #[error("could not obtain the bot's token: {0}")]
     Credentials(String),
 }
@@ -93,7 +95,7 @@ impl ConnectorError {
             }
             ConnectorError::Timeout | ConnectorError::Transport(_) => true,
             ConnectorError::Credentials(_) => true,
-            ConnectorError::ServiceUrlNotAllowed(_) => false,
+            ConnectorError::ServiceUrlNotAllowed(_) | ConnectorError::InvalidUrl(_) => false,
         }
     }
 
@@ -124,6 +126,10 @@ impl ConnectorError {
 #[async_trait]
 pub trait Credentials: Send + Sync {
     async fn authorization(&self) -> Result<Option<String>, ConnectorError>;
+
+    /// Forgets a cached token, so the next call fetches a new one (after the Connector refused
+    /// it).
+    fn invalidate(&self) {}
 }
 
 /// No credentials: the Emulator mode of an empty app id.
@@ -213,6 +219,11 @@ impl ConnectorClient {
             credentials: config.credentials,
             policy: config.policy,
         })
+    }
+
+    /// Drops the bot's cached token (the Connector answered 401/403 to it).
+    pub fn invalidate_credentials(&self) {
+        self.credentials.invalidate();
     }
 
     /// Replies in a turn: `POST v3/conversations/{conversationId}/activities/{replyToId}`,

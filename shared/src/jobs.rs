@@ -1,35 +1,30 @@
-//! Jobs: the model, and the two ports the conversation and the worker use to keep them — a
-//! [`JobStore`] shaped for DynamoDB's conditional writes and a [`CompletionQueue`] shaped for
-//! SQS's at-least-once delivery.
+//! Jobs: the model and the [`JobStore`] port the conversation keeps them in, shaped for
+//! DynamoDB's conditional writes.
+//!
+//! The job bot is one *producer* of proactive notifications: completing a job creates a
+//! notification ("Job N is complete.") and hands it to the [`crate::delivery`] engine, which
+//! knows nothing about jobs. The job only remembers which notification reports it, so `show`
+//! can say how that delivery went.
 //!
 //! # A job's life (its [`JobStatus`])
 //!
 //! ```text
-//!   run ──► Running ──complete_if_running──► Completing{lease} ──record_delivery──► Notified
-//!                                               │   ▲                         └──► Failed{reason}
-//!                                               └───┘ lease expired: a redelivered completion
-//!                                                     takes it over and sends again
+//!   run ──► Running ──complete (conditional)──► Complete { notification }
 //! ```
 //!
-//! - **Running**: created by `run`; nobody has completed it.
-//! - **Completing**: marked complete; the worker holding the lease (until `lease_until`) is
-//!   sending the proactive message. If that worker crashes between "marked complete" and
-//!   "message sent", SQS redelivers the completion after its visibility timeout (longer than
-//!   the lease), the lease has expired, `complete_if_running` hands the job to the new worker
-//!   and the message is sent. While the lease is live a second delivery backs off (retryable),
-//!   so two concurrent deliveries do not both send.
-//! - **Notified**: the message was accepted by the channel. A redelivery sends nothing.
-//! - **Failed**: delivery is impossible (the conversation is gone, the bot was removed, the
-//!   serviceUrl is not allowed); the reason is kept for `show`. A redelivery sends nothing.
+//! `done N` creates the notification (its id is derived from the job, so a retry creates the
+//! same one), enqueues it, then completes the job. A crash between those steps leaves the job
+//! Running, and the next `done N` or `jobComplete` event finishes the work without sending
+//! twice: the notification's id makes its creation idempotent and its delivery is claimed
+//! once.
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::delivery::NotificationId;
 use crate::schema::{ChannelAccount, ConversationReference};
 
 /// The number users type after `done`. Random, not sequential or time-based: two `run`s in
@@ -81,26 +76,16 @@ impl FromStr for JobNumber {
     }
 }
 
-/// Where a job is in its life; see the module doc for the transitions.
+/// Where a job is in its life; see the module doc.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "camelCase")]
 pub enum JobStatus {
     Running,
     #[serde(rename_all = "camelCase")]
-    Completing {
+    Complete {
         completed_at: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        attempts: u32,
-    },
-    #[serde(rename_all = "camelCase")]
-    Notified {
-        completed_at: DateTime<Utc>,
-        notified_at: DateTime<Utc>,
-    },
-    #[serde(rename_all = "camelCase")]
-    Failed {
-        completed_at: DateTime<Utc>,
-        reason: String,
+        /// The notification that reports the completion.
+        notification: NotificationId,
     },
 }
 
@@ -112,19 +97,14 @@ impl JobStatus {
     pub fn completed_at(&self) -> Option<DateTime<Utc>> {
         match self {
             JobStatus::Running => None,
-            JobStatus::Completing { completed_at, .. }
-            | JobStatus::Notified { completed_at, .. }
-            | JobStatus::Failed { completed_at, .. } => Some(*completed_at),
+            JobStatus::Complete { completed_at, .. } => Some(*completed_at),
         }
     }
 
-    /// The word `show` prints.
-    pub fn label(&self) -> String {
+    pub fn notification(&self) -> Option<&NotificationId> {
         match self {
-            JobStatus::Running => "running".to_owned(),
-            JobStatus::Completing { .. } => "completing".to_owned(),
-            JobStatus::Notified { .. } => "complete, notified".to_owned(),
-            JobStatus::Failed { reason, .. } => format!("complete, notification failed: {reason}"),
+            JobStatus::Running => None,
+            JobStatus::Complete { notification, .. } => Some(notification),
         }
     }
 }
@@ -156,6 +136,18 @@ impl Job {
             status: JobStatus::Running,
         }
     }
+
+    /// The id of the notification reporting this job's completion: derived from the job (its
+    /// number and creation time, since a number may be drawn again once an old job expired),
+    /// so every retry of `done` names the same notification.
+    pub fn completion_notification_id(&self) -> NotificationId {
+        NotificationId::parse(&format!(
+            "job-{}-{}",
+            self.number,
+            self.created_at.timestamp_millis()
+        ))
+        .expect("digits and dashes form a notification id")
+    }
 }
 
 /// The most recent jobs, and how many exist in all.
@@ -165,26 +157,17 @@ pub struct JobPage {
     pub total: usize,
 }
 
-/// What `complete_if_running` did.
+/// What [`JobStore::complete`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CompleteOutcome {
-    /// The job was Running (or Completing with an expired lease) and is now Completing with a
-    /// lease held by the caller, who must deliver the message and then `record_delivery`.
+    /// The job was Running and is now Complete.
     Completed(Job),
-    /// The job was already complete: Completing under someone else's live lease, Notified or
-    /// Failed. The job as stored is returned so the caller can tell which.
+    /// The job was already complete; here it is, as stored.
     AlreadyComplete(Job),
     NotFound,
 }
 
-/// How a delivery ended, for `record_delivery`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeliveryOutcome {
-    Notified,
-    Failed { reason: String },
-}
-
-/// Errors of the store port.
+/// Errors of the job store port.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("job {0} already exists")]
@@ -195,23 +178,23 @@ pub enum StoreError {
     /// The backing service failed or could not be reached; retrying may succeed.
     #[error("job store unavailable: {0}")]
     Unavailable(String),
+    /// The bounded in-memory store is full of running jobs.
+    #[error("job store full: {0}")]
+    Full(String),
 }
 
 /// Durable job storage.
 ///
 /// Contract, for every adapter:
 /// - `create` MUST write the job only if no job with its number exists, and MUST return
-///   [`StoreError::Duplicate`] otherwise — a number is never reused and a job never
-///   overwritten, so callers can retry with a fresh number.
+///   [`StoreError::Duplicate`] otherwise — a number is never reused while its job exists and a
+///   job is never overwritten, so callers can retry with a fresh number.
 /// - `get` returns `Ok(None)` for an unknown number, never an error.
 /// - `list_recent` returns at most `limit` jobs, most recently created first, and the total
 ///   number of jobs; it MUST NOT load every job to build the page.
-/// - `complete_if_running` is one atomic conditional transition: Running → Completing, or
-///   Completing with `lease_until < now` → Completing with the new lease (a crashed delivery
-///   taken over; `attempts` counts takeovers). Otherwise it changes nothing and returns
-///   `AlreadyComplete` with the stored job, or `NotFound`.
-/// - `record_delivery` moves a Completing job to Notified or Failed, and does nothing (Ok)
-///   for a job that is not Completing, so a late or repeated call cannot undo a result.
+/// - `complete` is one atomic conditional transition Running → Complete (recording the
+///   notification id); otherwise it changes nothing and returns `AlreadyComplete` with the
+///   stored job, or `NotFound`. Complete jobs get the store's retention (TTL).
 /// - Any adapter failure is [`StoreError::Unavailable`] (retryable) or
 ///   [`StoreError::Corrupt`] (not).
 #[async_trait]
@@ -219,110 +202,12 @@ pub trait JobStore: Send + Sync {
     async fn create(&self, job: &Job) -> Result<(), StoreError>;
     async fn get(&self, number: JobNumber) -> Result<Option<Job>, StoreError>;
     async fn list_recent(&self, limit: usize) -> Result<JobPage, StoreError>;
-    async fn complete_if_running(
+    async fn complete(
         &self,
         number: JobNumber,
+        notification: &NotificationId,
         now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
     ) -> Result<CompleteOutcome, StoreError>;
-    async fn record_delivery(
-        &self,
-        number: JobNumber,
-        outcome: DeliveryOutcome,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
-}
-
-/// "Job N finished": the message on the completion queue.
-///
-/// The body is versioned JSON, `{"v":1,"kind":"jobCompleted","job":N,"conversation":"…",
-/// "correlationId":"…"}`; the conversation id lets a batch be ordered per conversation
-/// without reading the job first.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Completion {
-    pub job: JobNumber,
-    #[serde(default)]
-    pub conversation: String,
-    #[serde(default)]
-    pub correlation_id: String,
-}
-
-#[derive(Serialize, Deserialize)]
-struct CompletionEnvelope {
-    v: u32,
-    kind: String,
-    #[serde(flatten)]
-    completion: Completion,
-}
-
-/// A queue message that is not a completion this version understands.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed completion message: {0}")]
-pub struct MalformedMessage(pub String);
-
-impl Completion {
-    pub const VERSION: u32 = 1;
-    pub const KIND: &'static str = "jobCompleted";
-
-    pub fn new(job: JobNumber, conversation: impl Into<String>) -> Self {
-        Completion {
-            job,
-            conversation: conversation.into(),
-            correlation_id: new_correlation_id(),
-        }
-    }
-
-    pub fn to_body(&self) -> String {
-        let envelope = CompletionEnvelope {
-            v: Self::VERSION,
-            kind: Self::KIND.to_owned(),
-            completion: self.clone(),
-        };
-        serde_json::to_string(&envelope).expect("a completion always serializes")
-    }
-
-    pub fn from_body(body: &str) -> Result<Self, MalformedMessage> {
-        let envelope: CompletionEnvelope =
-            serde_json::from_str(body).map_err(|e| MalformedMessage(e.to_string()))?;
-        if envelope.v != Self::VERSION || envelope.kind != Self::KIND {
-            return Err(MalformedMessage(format!(
-                "unknown version/kind {}/{}",
-                envelope.v, envelope.kind
-            )));
-        }
-        Ok(envelope.completion)
-    }
-}
-
-/// A short random id tying the `done` turn, the queue message and the delivery together in
-/// logs.
-pub fn new_correlation_id() -> String {
-    format!("{:016x}", fastrand::u64(..))
-}
-
-/// Errors of the queue port.
-#[derive(Debug, thiserror::Error)]
-pub enum QueueError {
-    #[error("delay {0:?} is longer than the queue allows (900 s)")]
-    DelayTooLong(Duration),
-    #[error("completion queue unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// The longest delay SQS accepts.
-pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
-
-/// Where completions wait for the worker.
-///
-/// Contract, for every adapter:
-/// - `send` returns Ok only once the message is durably accepted; it becomes visible to the
-///   consumer after `delay` (0–900 s; longer is [`QueueError::DelayTooLong`]).
-/// - Delivery is at least once: the consumer may see a message twice, or again after a
-///   crash, so it MUST be idempotent (the store's conditional transitions make it so).
-#[async_trait]
-pub trait CompletionQueue: Send + Sync {
-    async fn send(&self, completion: &Completion, delay: Duration) -> Result<(), QueueError>;
 }
 
 #[cfg(test)]
@@ -348,16 +233,20 @@ mod tests {
     }
 
     #[test]
-    fn completion_body_round_trips_and_is_versioned() {
-        let completion = Completion::new(JobNumber::new(7).unwrap(), "a:1;messageid=2");
-        let body = completion.to_body();
-        let value: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(value["v"], 1);
-        assert_eq!(value["kind"], "jobCompleted");
-        assert_eq!(value["job"], 7);
-        assert_eq!(Completion::from_body(&body).unwrap(), completion);
-        assert!(Completion::from_body("not json").is_err());
-        assert!(Completion::from_body(r#"{"v":2,"kind":"jobCompleted","job":7}"#).is_err());
-        assert!(Completion::from_body(r#"{"v":1,"kind":"jobCompleted"}"#).is_err());
+    fn the_completion_notification_is_named_after_the_job() {
+        let reference = ConversationReference {
+            conversation: crate::schema::ConversationAccount {
+                id: "c".into(),
+                ..Default::default()
+            },
+            service_url: "http://127.0.0.1:1/".into(),
+            ..Default::default()
+        };
+        let at = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+        let job = Job::new_running(JobNumber::new(123_456).unwrap(), reference, at);
+        assert_eq!(
+            job.completion_notification_id().as_str(),
+            "job-123456-1700000000123"
+        );
     }
 }

@@ -4,10 +4,10 @@
 //! - [`schema`]: the Bot Framework activity and conversation reference.
 //! - [`connector`]: the Bot Connector REST client (reply, send to a conversation).
 //! - [`auth`]: channel → bot token validation, bot → Connector tokens, the serviceUrl allowlist.
-//! - [`jobs`]: the job model and its ports, [`jobs::JobStore`] and [`jobs::CompletionQueue`].
+//! - [`jobs`]: the job model and its port, [`jobs::JobStore`]: one producer of notifications.
+//! - [`delivery`]: the engine every proactive message goes through, and its ports.
 //! - [`adapters`]: in-memory, DynamoDB and SQS implementations of those ports.
 //! - [`bot`]: the conversation — what each activity does.
-//! - [`worker`]: the completion consumer the SQS function (and the local runner) runs.
 //! - [`http`]: the `POST /api/messages` router served by Lambda and locally.
 //! - [`config`]: settings from the environment; [`wiring`]: every client built once from them.
 
@@ -22,7 +22,6 @@ pub mod jobs;
 pub mod schema;
 pub mod telemetry;
 pub mod wiring;
-pub mod worker;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -1,37 +1,96 @@
 //! Builds every client once, from [`Settings`], for the two Lambda functions and the local
-//! runner: the job store and queue of the chosen [`Backend`], the Connector client with the
-//! bot's credentials and serviceUrl policy, the channel authenticator, the bot and the worker.
+//! runner: the stores and queue of the chosen [`Backend`], the Connector client with the bot's
+//! credentials and serviceUrl policy, the channel authenticator, the bot, the notifier and the
+//! delivery engine.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::adapters::dynamodb::DynamoJobStore;
-use crate::adapters::memory::{MemoryCompletionQueue, MemoryJobStore, MemoryQueueReceiver};
-use crate::adapters::sqs::{SqsCompletionQueue, SqsPoller};
+use crate::adapters::dynamodb_delivery::DynamoDeliveryStore;
+use crate::adapters::memory::{
+    MemoryJobStore, MemoryNotificationStore, MemoryQueue, MemoryRateLimitStore,
+};
+use crate::adapters::sqs::SqsQueue;
 use crate::auth::{Auth, AuthConfig, ChannelAuthenticator};
 use crate::bot::Bot;
 use crate::config::{Backend, ConfigError, Settings};
-use crate::connector::{ConnectorClient, ConnectorConfig};
-use crate::jobs::{CompletionQueue, JobStore};
-use crate::worker::{CompletionWorker, WorkerConfig};
+use crate::connector::{ConnectorClient, ConnectorConfig, ServiceUrlPolicy};
+use crate::delivery::consumer::DeliveryQueue;
+use crate::delivery::limits::{LimitsConfig, RateLimitStore, RateLimiter};
+use crate::delivery::{DeliveryEngine, EngineConfig, NotificationStore, Notifier};
+use crate::jobs::JobStore;
+
+/// How long a message the in-memory queue handed out stays invisible unless the engine says
+/// otherwise: longer than the engine's lease, as the template's visibility timeout is.
+pub const MEMORY_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Everything a process serves with.
 pub struct Services {
     pub bot: Arc<Bot>,
-    pub worker: Arc<CompletionWorker>,
+    pub engine: Arc<DeliveryEngine>,
+    pub notifier: Arc<Notifier>,
     pub authenticator: Arc<ChannelAuthenticator>,
-    pub store: Arc<dyn JobStore>,
-    pub queue: Arc<dyn CompletionQueue>,
+    pub policy: Arc<dyn ServiceUrlPolicy>,
+    pub jobs: Arc<dyn JobStore>,
+    pub notifications: Arc<dyn NotificationStore>,
+    /// The delivery queue: producers enqueue; the local runner consumes it as Lambda's event
+    /// source mapping would, and the delivery function applies decisions to it.
+    pub queue: Arc<dyn DeliveryQueue>,
 }
 
-/// Where an in-process consumer (the local runner) takes completions from.
-pub enum QueueSource {
-    Memory(MemoryQueueReceiver),
-    Sqs(SqsPoller),
+/// The ports a [`Services`] is built over.
+pub struct Ports {
+    pub jobs: Arc<dyn JobStore>,
+    pub notifications: Arc<dyn NotificationStore>,
+    pub limits: Arc<dyn RateLimitStore>,
+    pub queue: Arc<dyn DeliveryQueue>,
+}
+
+impl Ports {
+    /// The embedded default: everything in process memory.
+    pub fn in_memory(max_receives: u32) -> Ports {
+        Ports {
+            jobs: Arc::new(MemoryJobStore::new()),
+            notifications: Arc::new(MemoryNotificationStore::new()),
+            limits: Arc::new(MemoryRateLimitStore::new()),
+            queue: Arc::new(MemoryQueue::new(MEMORY_VISIBILITY_TIMEOUT, max_receives)),
+        }
+    }
+
+    /// DynamoDB and SQS, through `aws`.
+    pub fn aws(
+        dynamodb: aws_sdk_dynamodb::Client,
+        sqs: aws_sdk_sqs::Client,
+        backend: &Backend,
+        retention: chrono::Duration,
+    ) -> Option<Ports> {
+        let Backend::Aws {
+            jobs_table,
+            delivery_table,
+            queue_url,
+            dead_letter_queue_url,
+        } = backend
+        else {
+            return None;
+        };
+        let delivery = Arc::new(DynamoDeliveryStore::new(
+            dynamodb.clone(),
+            delivery_table.clone(),
+            retention,
+        ));
+        Some(Ports {
+            jobs: Arc::new(DynamoJobStore::new(dynamodb, jobs_table.clone(), retention)),
+            notifications: delivery.clone(),
+            limits: delivery,
+            queue: Arc::new(SqsQueue::new(sqs, queue_url.clone(), dead_letter_queue_url.clone())),
+        })
+    }
 }
 
 impl Services {
-    /// Builds the services; with [`Backend::Memory`] the queue's receiving end is returned too.
-    pub async fn build(mut settings: Settings) -> Result<(Services, QueueSource), ConfigError> {
+    /// Builds the services of the configured backend.
+    pub async fn build(mut settings: Settings) -> Result<Services, ConfigError> {
         let aws = match (&settings.backend, &settings.app_password_secret_arn) {
             (Backend::Memory, None) => None,
             _ => Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await),
@@ -41,64 +100,59 @@ impl Services {
         {
             settings.auth.app_password = Some(read_app_password(aws, &arn).await?);
         }
-
-        match (&settings.backend, &aws) {
-            (
-                Backend::Aws {
-                    table_name,
-                    queue_url,
-                },
-                Some(aws),
-            ) => {
-                let dynamodb = aws_sdk_dynamodb::Client::new(aws);
-                let sqs = aws_sdk_sqs::Client::new(aws);
-                let store = DynamoJobStore::new(
-                    dynamodb,
-                    table_name.clone(),
-                    chrono::Duration::days(i64::from(settings.job_retention_days)),
-                );
-                let queue = SqsCompletionQueue::new(sqs.clone(), queue_url.clone());
-                let services =
-                    Services::with_ports(&settings.auth, Arc::new(store), Arc::new(queue))?;
-                Ok((
-                    services,
-                    QueueSource::Sqs(SqsPoller::new(sqs, queue_url.clone())),
-                ))
-            }
-            _ => {
-                if crate::telemetry::in_lambda() {
-                    tracing::warn!(
-                        "JOBS_TABLE_NAME and COMPLETIONS_QUEUE_URL are not set: jobs live in this instance's memory only"
-                    );
-                }
-                let (services, receiver) = Services::in_memory(&settings.auth)?;
-                Ok((services, QueueSource::Memory(receiver)))
-            }
-        }
-    }
-
-    /// The embedded default: an in-memory store and queue, and the queue's receiving end for
-    /// an in-process consumer.
-    pub fn in_memory(auth: &AuthConfig) -> Result<(Services, MemoryQueueReceiver), ConfigError> {
-        let (queue, receiver) = MemoryCompletionQueue::new();
-        let services =
-            Services::with_ports(auth, Arc::new(MemoryJobStore::new()), Arc::new(queue))?;
-        Ok((services, receiver))
-    }
-
-    /// Builds the services over ports the caller made (tests, other backends): the Connector
-    /// client with the bot's credentials and serviceUrl policy, the authenticator, the bot and
-    /// the worker.
-    pub fn with_ports(
-        auth: &AuthConfig,
-        store: Arc<dyn JobStore>,
-        queue: Arc<dyn CompletionQueue>,
-    ) -> Result<Services, ConfigError> {
-        if !auth.is_enabled() {
+        if !settings.auth.is_enabled() && crate::telemetry::in_lambda() {
             tracing::warn!(
                 "MicrosoftAppId is not set: authentication is off (Emulator mode); anyone who can reach the endpoint can talk to the bot"
             );
         }
+        let retention = chrono::Duration::days(i64::from(settings.job_retention_days));
+        let ports = match (&settings.backend, &aws) {
+            (Backend::Aws { .. }, Some(aws)) => Ports::aws(
+                aws_sdk_dynamodb::Client::new(aws),
+                aws_sdk_sqs::Client::new(aws),
+                &settings.backend,
+                retention,
+            )
+            .expect("the AWS backend has its ports"),
+            _ => {
+                if crate::telemetry::in_lambda() {
+                    tracing::warn!(
+                        "JOBS_TABLE_NAME, DELIVERY_TABLE_NAME and the queue URLs are not set: state lives in this instance's memory only"
+                    );
+                }
+                Ports::in_memory(settings.max_receives)
+            }
+        };
+        Services::with_ports(&settings.auth, &settings, ports)
+    }
+
+    /// The embedded default over `auth` and default settings (tests, the local runner).
+    pub fn in_memory(auth: &AuthConfig) -> Result<Services, ConfigError> {
+        let settings = Settings::from_lookup(|_| None)?;
+        Services::with_ports(auth, &settings, Ports::in_memory(settings.max_receives))
+    }
+
+    /// Builds the services over ports the caller made (tests, other backends): the Connector
+    /// client with the bot's credentials and serviceUrl policy, the authenticator, the bot,
+    /// the notifier and the engine.
+    pub fn with_ports(
+        auth: &AuthConfig,
+        settings: &Settings,
+        ports: Ports,
+    ) -> Result<Services, ConfigError> {
+        Self::with_limits(auth, settings.limits.clone(), EngineConfig {
+            max_receives: settings.max_receives,
+            ..EngineConfig::default()
+        }, ports)
+    }
+
+    /// [`Services::with_ports`] with explicit limits and engine settings.
+    pub fn with_limits(
+        auth: &AuthConfig,
+        limits: LimitsConfig,
+        engine: EngineConfig,
+        ports: Ports,
+    ) -> Result<Services, ConfigError> {
         let auth = Auth::new(auth, reqwest::Client::new());
         let connector = ConnectorClient::new(ConnectorConfig {
             credentials: auth.credentials.clone(),
@@ -106,18 +160,23 @@ impl Services {
             ..ConnectorConfig::default()
         })
         .map_err(|e| ConfigError::Http(e.to_string()))?;
-        let bot = Arc::new(Bot::new(store.clone(), queue.clone(), connector.clone()));
-        let worker = Arc::new(CompletionWorker::new(
-            store.clone(),
+        let notifier = Arc::new(Notifier::new(ports.notifications.clone(), ports.queue.clone()));
+        let bot = Arc::new(Bot::new(ports.jobs.clone(), notifier.clone(), connector.clone()));
+        let engine = Arc::new(DeliveryEngine::new(
+            ports.notifications.clone(),
+            RateLimiter::new(ports.limits, limits),
             connector,
-            WorkerConfig::default(),
+            engine,
         ));
         Ok(Services {
             bot,
-            worker,
+            engine,
+            notifier,
             authenticator: Arc::new(auth.authenticator),
-            store,
-            queue,
+            policy: auth.policy,
+            jobs: ports.jobs,
+            notifications: ports.notifications,
+            queue: ports.queue,
         })
     }
 

@@ -2,7 +2,7 @@
 //!
 //! Inside Lambda (or `cargo lambda watch`) the router is handed to `lambda_http`. Anywhere else
 //! the same router is served on `127.0.0.1:$PORT` by [`local`], which also consumes the
-//! completion queue in-process with the SQS function's handler.
+//! delivery queue in-process with the delivery function's handler.
 
 pub mod local;
 
@@ -17,7 +17,7 @@ pub async fn run() -> Result<(), Error> {
     proactive_bot::telemetry::init(lambda);
     let settings = Settings::from_env()?;
     if lambda {
-        let (services, _) = Services::build(settings).await?;
+        let services = Services::build(settings).await?;
         lambda_http::run(services.router()).await
     } else {
         local::run(settings).await

@@ -7,11 +7,13 @@ mod support;
 use std::time::Duration;
 
 use chrono::Utc;
-use proactive_bot::jobs::{Completion, Job, JobNumber, JobStatus};
+use proactive_bot::delivery::consumer::sqs_record;
+use proactive_bot::delivery::{
+    Content, Decision, Delivered, DeliveryState, Notification, NotificationId, Source,
+};
 use proactive_bot::schema::{ConversationAccount, ConversationReference};
 use proactive_bot::testing::connector::ConnectorStandIn;
 use proactive_bot::testing::idp::{self, TestIdp};
-use proactive_bot::worker::{RecordOutcome, sqs_record};
 use serde_json::{Value, json};
 use support::*;
 
@@ -99,7 +101,7 @@ async fn good_tokens_are_accepted_and_replies_carry_one_fetched_bearer_token() {
         .expect("proactive message");
     assert_eq!(proactive.authorization, requests[0].authorization);
     assert_eq!(idp.token_request_count(), 1);
-    assert_eq!(services.store.list_recent(10).await.unwrap().total, 1);
+    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 1);
 }
 
 #[tokio::test]
@@ -221,7 +223,7 @@ async fn every_bad_token_is_refused_with_401_and_changes_nothing() {
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        services.store.list_recent(10).await.unwrap().total,
+        services.jobs.list_recent(10).await.unwrap().total,
         0,
         "no job written"
     );
@@ -234,7 +236,6 @@ async fn a_stored_reference_outside_the_allowlist_is_refused_and_marked_failed()
     let idp = TestIdp::start().await;
     let connector = ConnectorStandIn::start().await;
     let (_bot, services) = start(&idp).await;
-    let number = JobNumber::new(424_242).unwrap();
     // Plain http to a loopback port the allowlist names only as 127.0.0.1: use another
     // loopback name so the host is not allowed.
     let reference = ConversationReference {
@@ -246,28 +247,32 @@ async fn a_stored_reference_outside_the_allowlist_is_refused_and_marked_failed()
         service_url: format!("http://localhost:{}/amer/", connector.addr().port()),
         ..Default::default()
     };
-    services
-        .store
-        .create(&Job::new_running(number, reference, Utc::now()))
-        .await
-        .unwrap();
-    let completion = Completion::new(number, "c");
-    let (response, outcomes) = services
-        .worker
-        .handle_batch(&[sqs_record("m", &completion.to_body())])
+    let notification = Notification::new(
+        NotificationId::parse("n-refused").unwrap(),
+        Source::Job { number: 424_242 },
+        reference,
+        Content::text("Job 424242 is complete."),
+        Utc::now(),
+    );
+    services.notifications.create(&notification).await.unwrap();
+    let results = services
+        .engine
+        .handle_batch(&[sqs_record("m", &notification.message().to_body())])
         .await;
+    assert_eq!(results[0].decision, Decision::Done, "not retried forever");
     assert!(
-        response.batch_item_failures.is_empty(),
-        "not retried forever"
+        matches!(results[0].delivered, Delivered::Failed(ref reason) if reason.contains("not allowed")),
+        "{results:?}"
     );
+    let stored = services
+        .notifications
+        .get(&notification.id)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
-        matches!(outcomes[0].1, RecordOutcome::DeliveryFailed(..)),
-        "{outcomes:?}"
-    );
-    let status = services.store.get(number).await.unwrap().unwrap().status;
-    assert!(
-        matches!(status, JobStatus::Failed { ref reason, .. } if reason.contains("not allowed")),
-        "{status:?}"
+        matches!(stored.state, DeliveryState::Failed { ref reason, .. } if reason.contains("not allowed")),
+        "{stored:?}"
     );
     assert!(connector.requests().is_empty());
     assert_eq!(

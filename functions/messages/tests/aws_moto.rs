@@ -3,17 +3,16 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use messages::local::LocalBot;
-use proactive_bot::adapters::dynamodb::DynamoJobStore;
-use proactive_bot::adapters::sqs::{SqsCompletionQueue, SqsPoller};
 use proactive_bot::auth::AuthConfig;
-use proactive_bot::jobs::{Completion, JobNumber, JobStatus};
+use proactive_bot::config::{Backend, Settings};
+use proactive_bot::delivery::DeliveryState;
+use proactive_bot::jobs::{JobNumber, JobStatus};
 use proactive_bot::testing::connector::ConnectorStandIn;
 use proactive_bot::testing::moto::{self, MotoServer, RequestCounter};
-use proactive_bot::wiring::{QueueSource, Services};
+use proactive_bot::wiring::{Ports, Services};
 use support::*;
 
 struct AwsBot {
@@ -28,28 +27,28 @@ async fn start_on_moto(prefix: &str) -> AwsBot {
     let moto = MotoServer::shared();
     let resources = moto.create_resources(prefix).await;
     let (config, counter) = moto.sdk_config().await;
-    // The poller stands in for Lambda's event source mapping; its requests are not the bot's.
-    let (poll_config, _) = moto.sdk_config().await;
-    let store = DynamoJobStore::new(
+    let backend = Backend::Aws {
+        jobs_table: resources.table_name.clone(),
+        delivery_table: resources.delivery_table_name.clone(),
+        queue_url: resources.queue_url.clone(),
+        dead_letter_queue_url: resources.dead_letter_queue_url.clone(),
+    };
+    let ports = Ports::aws(
         moto::dynamodb_client(&config, &counter),
-        resources.table_name.clone(),
-        DynamoJobStore::DEFAULT_RETENTION,
-    );
-    let sqs = moto::sqs_client(&config, &counter);
-    let queue = SqsCompletionQueue::new(sqs.clone(), resources.queue_url.clone());
-    let services =
-        Services::with_ports(&AuthConfig::default(), Arc::new(store), Arc::new(queue)).unwrap();
-    let poller = SqsPoller::new(
-        moto::sqs_client(&poll_config, &RequestCounter::default()),
-        resources.queue_url.clone(),
-    );
+        moto::sqs_client(&config, &counter),
+        &backend,
+        chrono::Duration::days(30),
+    )
+    .unwrap();
+    let settings = Settings::from_lookup(|_| None).unwrap();
+    let services = Services::with_ports(&AuthConfig::default(), &settings, ports).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bot = LocalBot::start(&services, QueueSource::Sqs(poller), listener).unwrap();
+    let bot = LocalBot::start(&services, listener).unwrap();
     AwsBot {
         bot,
         services,
         counter,
-        sqs,
+        sqs: moto::sqs_client(&config, &RequestCounter::default()),
         queue_url: resources.queue_url,
     }
 }
@@ -104,27 +103,25 @@ async fn the_test_your_bot_procedure_runs_on_dynamodb_and_sqs_at_the_request_flo
     assert_eq!(proactive.len(), 1, "{requests:#?}");
     assert_eq!(proactive[0].text(), format!("Job {first} is complete."));
     assert_eq!(proactive[0].body["recipient"]["id"], "user-a");
-    // Let the worker record the delivery.
+    // Let the engine record the delivery: create, claim and record touch the notification.
     let number = JobNumber::new(first).unwrap();
-    wait_until(|| async { counter.count("DynamoDB", "UpdateItem") >= 2 }).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let job = aws.services.jobs.get(number).await.unwrap().unwrap();
+    let id = job.status.notification().expect("complete").clone();
+    wait_until(|| async {
+        let stored = aws.services.notifications.get(&id).await.unwrap().unwrap();
+        matches!(stored.state, DeliveryState::Sent { .. })
+    })
+    .await;
     let counts = counter.snapshot();
-    assert_eq!(
-        counts.get("DynamoDB.GetItem"),
-        Some(&1),
-        "done reads the job once: {counts:?}"
-    );
-    assert_eq!(
-        counts.get("SQS.SendMessage"),
-        Some(&1),
-        "done queues one completion: {counts:?}"
-    );
-    assert_eq!(
-        counts.get("DynamoDB.UpdateItem"),
-        Some(&2),
-        "a completion = 2 DynamoDB requests: {counts:?}"
-    );
-    assert_eq!(counter.total(), 4, "{counts:?}");
+    // The turn: read the job, create the notification, queue it, complete the job.
+    assert_eq!(counts.get("DynamoDB.GetItem"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("SQS.SendMessage"), Some(&1), "done queues one delivery: {counts:?}");
+    // The delivery: the conversation's send log (read once, then one conditional write), the
+    // claim and the record (two conditional updates), beside the turn's job update.
+    assert_eq!(counts.get("DynamoDB.PutItem"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("DynamoDB.UpdateItem"), Some(&3), "{counts:?}");
+    assert_eq!(counts.get("DynamoDB.Scan"), None);
+    assert_eq!(counts.get("SQS.DeleteMessage"), Some(&1), "{counts:?}");
 
     counter.reset();
     let again = say(bot, &connector, &b, &format!("done {first}")).await;
@@ -132,43 +129,47 @@ async fn the_test_your_bot_procedure_runs_on_dynamodb_and_sqs_at_the_request_flo
     let unknown = say(bot, &connector, &b, "done 999999").await;
     assert!(unknown.text().starts_with("There is no job 999999."));
     assert_eq!(
-        counter.service_total("SQS"),
+        counter.count("SQS", "SendMessage"),
         0,
-        "no SQS request when nothing is to be completed"
+        "no SQS message when nothing is to be completed"
     );
     assert_eq!(counter.count("DynamoDB", "GetItem"), 2);
     counter.reset();
     let bare = say(bot, &connector, &b, "done").await;
     assert!(bare.text().starts_with("Which job?"));
-    assert_eq!(counter.total(), 0, "asking for the number costs nothing");
+    assert_eq!(
+        counter.service_total("DynamoDB") + counter.count("SQS", "SendMessage"),
+        0,
+        "asking for the number costs nothing"
+    );
 
-    // The job is in the table, as the worker left it.
-    let stored = aws.services.store.get(number).await.unwrap().unwrap();
-    assert!(matches!(stored.status, JobStatus::Notified { .. }));
-    assert_eq!(stored.reference.conversation.id, a.id);
+    // The job is in the table as the turn left it, and `show` reports the delivery.
+    assert!(matches!(job.status, JobStatus::Complete { .. }));
+    assert_eq!(job.reference.conversation.id, a.id);
+    let table = say(bot, &connector, &b, "show").await;
+    assert!(table.text().contains("complete, notified"), "{}", table.text());
 
-    // A redelivered completion (the same body again on SQS) sends nothing.
+    // A redelivered message (the same body again on SQS, past the queue's deduplication)
+    // sends nothing.
     connector.clear();
-    counter.reset();
-    let duplicate = Completion::new(number, a.id.clone());
+    let stored = aws.services.notifications.get(&id).await.unwrap().unwrap();
+    let message = stored.message();
     aws.sqs
         .send_message()
         .queue_url(&aws.queue_url)
-        .message_body(duplicate.to_body())
+        .message_body(message.to_body())
+        .message_group_id(message.group())
+        .message_deduplication_id("a-redelivery")
         .send()
         .await
         .unwrap();
+    counter.reset();
     wait_until(|| async { counter.count("DynamoDB", "UpdateItem") >= 1 }).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         connector.requests().is_empty(),
         "duplicate sent a message: {:#?}",
         connector.requests()
-    );
-    assert_eq!(
-        counter.count("DynamoDB", "UpdateItem"),
-        1,
-        "a duplicate costs one conditional write"
     );
     aws.bot.stop().await.unwrap();
 }

@@ -4,7 +4,9 @@
 mod support;
 
 use chrono::Utc;
-use proactive_bot::adapters::memory::MemoryQueueReceiver;
+use std::time::Duration;
+
+use proactive_bot::delivery::DeliveryMessage;
 use proactive_bot::auth::AuthConfig;
 use proactive_bot::jobs::{Job, JobNumber, JobStore};
 use proactive_bot::schema::{Activity, ConversationReference};
@@ -32,9 +34,9 @@ async fn invoke(services: &Services, event: &str) -> u16 {
     response.status().as_u16()
 }
 
-/// Services on in-memory ports; the queue's receiving end is returned so that sends succeed
-/// (no consumer runs: the SQS events are tested with the completions function).
-fn services() -> (Services, MemoryQueueReceiver) {
+/// Services on in-memory ports; no consumer runs (the SQS events are tested with the delivery
+/// function), so what `done` queued can be looked at.
+fn services() -> Services {
     Services::in_memory(&AuthConfig::default()).unwrap()
 }
 
@@ -57,7 +59,7 @@ async fn seed_job(store: &dyn JobStore, connector: &ConnectorStandIn) {
 #[tokio::test]
 async fn every_http_api_event_is_answered_by_the_router() {
     let connector = ConnectorStandIn::start().await;
-    let (services, mut queued) = services();
+    let services = services();
 
     assert_eq!(
         invoke(
@@ -77,7 +79,7 @@ async fn every_http_api_event_is_answered_by_the_router() {
     let run = connector.wait_for(2, support::WAIT).await;
     assert!(run[1].text().starts_with("Job "), "{}", run[1].text());
 
-    seed_job(services.store.as_ref(), &connector).await;
+    seed_job(services.jobs.as_ref(), &connector).await;
     assert_eq!(
         invoke(&services, &event("http-show.json", &connector)).await,
         200
@@ -91,12 +93,14 @@ async fn every_http_api_event_is_answered_by_the_router() {
     );
     let done = connector.wait_for(4, support::WAIT).await;
     assert_eq!(done[3].text(), "Completing job 100001.");
-    let completion = queued.try_recv().expect("done queued a completion");
-    assert!(
-        completion.body.contains(r#""job":100001"#),
-        "{}",
-        completion.body
-    );
+    let queued = services
+        .queue
+        .receive(10, Duration::ZERO)
+        .await
+        .expect("the in-memory queue");
+    assert_eq!(queued.len(), 1, "done queued one delivery");
+    let message = DeliveryMessage::from_body(queued[0].body.as_deref().unwrap()).unwrap();
+    assert!(message.id.as_str().starts_with("job-100001-"), "{message:?}");
 
     // The event activity needs no reply.
     assert_eq!(
@@ -113,7 +117,7 @@ async fn every_http_api_event_is_answered_by_the_router() {
 #[tokio::test]
 async fn the_rest_api_and_function_url_events_reach_the_same_handler() {
     let connector = ConnectorStandIn::start().await;
-    let (services, _queued) = services();
+    let services = services();
     for (n, name) in ["rest-run.json", "function-url-run.json"]
         .into_iter()
         .enumerate()
@@ -130,13 +134,13 @@ async fn the_rest_api_and_function_url_events_reach_the_same_handler() {
             replies[n].text()
         );
     }
-    assert_eq!(services.store.list_recent(10).await.unwrap().total, 2);
+    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 2);
 }
 
 #[tokio::test]
 async fn a_rest_api_stage_prefix_is_ignored() {
     let connector = ConnectorStandIn::start().await;
-    let (services, _queued) = services();
+    let services = services();
     let mut rest: serde_json::Value =
         serde_json::from_str(&event("rest-run.json", &connector)).unwrap();
     rest["path"] = serde_json::json!("/prod/api/messages");

@@ -6,9 +6,10 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use proactive_bot::bot::{EMPTY_LOG_TEXT, HELP_TEXT, WELCOME_TEXT};
-use proactive_bot::jobs::{Completion, JobNumber};
+use proactive_bot::delivery::Delivered;
+use proactive_bot::jobs::JobNumber;
 use proactive_bot::testing::connector::ConnectorStandIn;
-use proactive_bot::worker::{sqs_event, sqs_record};
+use proactive_bot::delivery::consumer::sqs_record;
 use serde_json::json;
 use support::*;
 
@@ -166,7 +167,7 @@ async fn the_job_complete_event_completes_without_a_reply() {
     assert!(texts.contains(&format!("Job {first} is complete.")));
     assert!(texts.contains(&format!("Job {second} is complete.")));
     assert!(requests_now.iter().all(|r| r.path == a.proactive_path()));
-    let page = services.store.list_recent(10).await.unwrap();
+    let page = services.jobs.list_recent(10).await.unwrap();
     assert!(page.jobs.iter().all(|j| !j.status.is_running()));
 }
 
@@ -185,37 +186,45 @@ async fn fifty_concurrent_runs_get_fifty_distinct_numbers() {
     let replies = connector.wait_for(50, WAIT).await;
     let numbers: HashSet<u32> = replies.iter().map(job_number).collect();
     assert_eq!(numbers.len(), 50);
-    let page = services.store.list_recent(100).await.unwrap();
+    let page = services.jobs.list_recent(100).await.unwrap();
     assert_eq!(page.total, 50);
     let stored: HashSet<u32> = page.jobs.iter().map(|j| j.number.get()).collect();
     assert_eq!(stored, numbers);
 }
 
 #[tokio::test]
-async fn the_same_completion_consumed_twice_sends_one_message() {
+async fn the_same_delivery_message_consumed_twice_sends_one_message() {
     let connector = ConnectorStandIn::start().await;
     let (bot, services) = start_bot(&[]).await;
     let a = Conversation::new("conv-a|livechat", "user-a", &connector);
     let number = job_number(&say(&bot, &connector, &a, "run").await);
+    say(&bot, &connector, &a, &format!("done {number}")).await;
+    let requests = connector.wait_for(3, WAIT).await;
+    assert_eq!(requests[2].text(), format!("Job {number} is complete."));
     connector.clear();
-    let completion = Completion::new(JobNumber::new(number).unwrap(), a.id.clone());
-    let body = completion.to_body();
-    let first = services
-        .worker
-        .handle_sqs_event(sqs_event(vec![sqs_record("m-1", &body)]))
+
+    // The message again (a redelivery, a redrive): the notification is Sent, nothing is sent.
+    let job = services
+        .jobs
+        .get(JobNumber::new(number).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let notification = services
+        .notifications
+        .get(job.status.notification().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let body = notification.message().to_body();
+    let results = services
+        .engine
+        .handle_batch(&[sqs_record("m-1", &body), sqs_record("m-2", &body)])
         .await;
-    let second = services
-        .worker
-        .handle_sqs_event(sqs_event(vec![sqs_record("m-2", &body)]))
-        .await;
-    assert!(first.batch_item_failures.is_empty());
-    assert!(second.batch_item_failures.is_empty());
-    assert_eq!(connector.requests().len(), 1);
-    // A batch holding the same completion twice also sends once.
-    let (_, outcomes) = services
-        .worker
-        .handle_batch(&[sqs_record("m-3", &body), sqs_record("m-4", &body)])
-        .await;
-    assert_eq!(outcomes.len(), 2);
-    assert_eq!(connector.requests().len(), 1);
+    assert!(
+        results.iter().all(|r| r.delivered == Delivered::Duplicate),
+        "{results:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(connector.requests().len(), 0);
 }

@@ -8,15 +8,12 @@
 //! | `jobNumber`     | N    | partition key                                                  |
 //! | `listKey`       | S    | always `"job"`: the partition key of the `byCreatedAt` index   |
 //! | `createdAt`     | N    | epoch milliseconds: the sort key of the `byCreatedAt` index    |
-//! | `state`         | S    | `running` \| `completing` \| `notified` \| `failed`            |
-//! | `completedAt`   | N    | epoch ms, once completed (kept across lease takeovers)         |
-//! | `leaseUntil`    | N    | epoch ms, while `completing`: the deliverer's lease            |
-//! | `attempts`      | N    | how many workers took the delivery (1 + takeovers)             |
-//! | `notifiedAt`    | N    | epoch ms, once `notified`                                      |
-//! | `failureReason` | S    | once `failed`                                                  |
+//! | `state`         | S    | `running` \| `complete`                                      |
+//! | `completedAt`   | N    | epoch ms, once complete                                        |
+//! | `notificationId`| S    | once complete: the notification reporting it (delivery table)  |
 //! | `reference`     | S    | the conversation reference as JSON (unknown fields survive)    |
 //! | `requester`     | S    | the requesting user's ChannelAccount as JSON                   |
-//! | `expiresAt`     | N    | epoch **seconds**: the table's TTL, set only when a job finishes |
+//! | `expiresAt`     | N    | epoch **seconds**: the table's TTL, set only when a job completes |
 //!
 //! # Why this shape
 //!
@@ -29,13 +26,14 @@
 //!   eventually consistent: a job created a moment ago may be missing from `list`.
 //! - **Conditional writes.** Every transition is one request whose condition is the contract:
 //!   `create` is `attribute_not_exists(jobNumber)` (a random-number collision is a
-//!   [`StoreError::Duplicate`], never an overwrite); `complete_if_running` is one UpdateItem
-//!   conditional on `running`, or `completing` with an expired lease, and asks for the stored
-//!   item on failure (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so deciding between
-//!   Completed, AlreadyComplete and NotFound never needs a second read; `record_delivery` is
-//!   conditional on `completing`. A completion therefore costs two requests.
-//! - **Retention.** Finished jobs (notified or failed) get `expiresAt` = finish + retention and
-//!   DynamoDB's TTL deletes them; running jobs never expire.
+//!   [`StoreError::Duplicate`], never an overwrite); `complete` is one UpdateItem conditional
+//!   on `running` that asks for the stored item on failure
+//!   (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so deciding between Completed,
+//!   AlreadyComplete and NotFound never needs a second read.
+//! - **Delivery lives elsewhere.** How the completion's notification is doing is the delivery
+//!   engine's record (its own table); the job keeps only the notification's id.
+//! - **Retention.** Complete jobs get `expiresAt` = completion + retention and DynamoDB's TTL
+//!   deletes them; running jobs never expire.
 //!
 //! Times are stored in whole milliseconds, so a job read back has its instants truncated to
 //! the millisecond.
@@ -53,9 +51,8 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
-use crate::jobs::{
-    CompleteOutcome, DeliveryOutcome, Job, JobNumber, JobPage, JobStatus, JobStore, StoreError,
-};
+use crate::delivery::NotificationId;
+use crate::jobs::{CompleteOutcome, Job, JobNumber, JobPage, JobStatus, JobStore, StoreError};
 
 /// Attribute names, the index name and the state words: the item's vocabulary, in one place.
 mod attr {
@@ -64,10 +61,7 @@ mod attr {
     pub const CREATED_AT: &str = "createdAt";
     pub const STATE: &str = "state";
     pub const COMPLETED_AT: &str = "completedAt";
-    pub const LEASE_UNTIL: &str = "leaseUntil";
-    pub const ATTEMPTS: &str = "attempts";
-    pub const NOTIFIED_AT: &str = "notifiedAt";
-    pub const FAILURE_REASON: &str = "failureReason";
+    pub const NOTIFICATION_ID: &str = "notificationId";
     pub const REFERENCE: &str = "reference";
     pub const REQUESTER: &str = "requester";
     pub const EXPIRES_AT: &str = "expiresAt";
@@ -77,9 +71,7 @@ mod attr {
     pub const BY_CREATED_AT: &str = "byCreatedAt";
 
     pub const RUNNING: &str = "running";
-    pub const COMPLETING: &str = "completing";
-    pub const NOTIFIED: &str = "notified";
-    pub const FAILED: &str = "failed";
+    pub const COMPLETE: &str = "complete";
 }
 
 /// Jobs in a DynamoDB table shaped as the module doc describes.
@@ -156,34 +148,16 @@ fn to_item(job: &Job) -> HashMap<String, AttributeValue> {
     ]);
     let state = match &job.status {
         JobStatus::Running => attr::RUNNING,
-        JobStatus::Completing {
+        JobStatus::Complete {
             completed_at,
-            lease_until,
-            attempts,
-        } => {
-            item.insert(attr::COMPLETED_AT.to_owned(), millis(*completed_at));
-            item.insert(attr::LEASE_UNTIL.to_owned(), millis(*lease_until));
-            item.insert(attr::ATTEMPTS.to_owned(), number(attempts));
-            attr::COMPLETING
-        }
-        JobStatus::Notified {
-            completed_at,
-            notified_at,
-        } => {
-            item.insert(attr::COMPLETED_AT.to_owned(), millis(*completed_at));
-            item.insert(attr::NOTIFIED_AT.to_owned(), millis(*notified_at));
-            attr::NOTIFIED
-        }
-        JobStatus::Failed {
-            completed_at,
-            reason,
+            notification,
         } => {
             item.insert(attr::COMPLETED_AT.to_owned(), millis(*completed_at));
             item.insert(
-                attr::FAILURE_REASON.to_owned(),
-                AttributeValue::S(reason.clone()),
+                attr::NOTIFICATION_ID.to_owned(),
+                AttributeValue::S(notification.to_string()),
             );
-            attr::FAILED
+            attr::COMPLETE
         }
     };
     item.insert(attr::STATE.to_owned(), AttributeValue::S(state.to_owned()));
@@ -226,18 +200,10 @@ impl Attributes<'_> {
             .ok_or_else(|| format!("{} is 0", attr::JOB_NUMBER))?;
         let status = match self.string(attr::STATE)? {
             attr::RUNNING => JobStatus::Running,
-            attr::COMPLETING => JobStatus::Completing {
+            attr::COMPLETE => JobStatus::Complete {
                 completed_at: self.millis(attr::COMPLETED_AT)?,
-                lease_until: self.millis(attr::LEASE_UNTIL)?,
-                attempts: self.number(attr::ATTEMPTS)?,
-            },
-            attr::NOTIFIED => JobStatus::Notified {
-                completed_at: self.millis(attr::COMPLETED_AT)?,
-                notified_at: self.millis(attr::NOTIFIED_AT)?,
-            },
-            attr::FAILED => JobStatus::Failed {
-                completed_at: self.millis(attr::COMPLETED_AT)?,
-                reason: self.string(attr::FAILURE_REASON)?.to_owned(),
+                notification: NotificationId::parse(self.string(attr::NOTIFICATION_ID)?)
+                    .map_err(|e| format!("{}: {e}", attr::NOTIFICATION_ID))?,
             },
             other => return Err(format!("unknown {} {other:?}", attr::STATE)),
         };
@@ -272,13 +238,8 @@ impl TryFrom<&HashMap<String, AttributeValue>> for Job {
 impl JobStore for DynamoJobStore {
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
         let mut item = to_item(job);
-        let finished = match &job.status {
-            JobStatus::Notified { notified_at, .. } => Some(*notified_at),
-            JobStatus::Failed { completed_at, .. } => Some(*completed_at),
-            JobStatus::Running | JobStatus::Completing { .. } => None,
-        };
-        if let Some(finished) = finished {
-            item.insert(attr::EXPIRES_AT.to_owned(), self.expires_at(finished));
+        if let JobStatus::Complete { completed_at, .. } = &job.status {
+            item.insert(attr::EXPIRES_AT.to_owned(), self.expires_at(*completed_at));
         }
         let result = self
             .client
@@ -373,11 +334,11 @@ impl JobStore for DynamoJobStore {
         Ok(JobPage { jobs, total })
     }
 
-    async fn complete_if_running(
+    async fn complete(
         &self,
         number: JobNumber,
+        notification: &NotificationId,
         now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
     ) -> Result<CompleteOutcome, StoreError> {
         let result = self
             .client
@@ -385,29 +346,23 @@ impl JobStore for DynamoJobStore {
             .table_name(&self.table_name)
             .set_key(Some(key(number)))
             .update_expression(
-                "SET #state = :completing, \
-                     #completedAt = if_not_exists(#completedAt, :now), \
-                     #leaseUntil = :leaseUntil, \
-                     #attempts = if_not_exists(#attempts, :zero) + :one",
+                "SET #state = :complete, #completedAt = :now, #notificationId = :notification, \
+                     #expiresAt = :expiresAt",
             )
-            .condition_expression(
-                "attribute_exists(#number) AND \
-                 (#state = :running OR (#state = :completing AND #leaseUntil < :now))",
-            )
+            .condition_expression("attribute_exists(#number) AND #state = :running")
             .expression_attribute_names("#number", attr::JOB_NUMBER)
             .expression_attribute_names("#state", attr::STATE)
             .expression_attribute_names("#completedAt", attr::COMPLETED_AT)
-            .expression_attribute_names("#leaseUntil", attr::LEASE_UNTIL)
-            .expression_attribute_names("#attempts", attr::ATTEMPTS)
+            .expression_attribute_names("#notificationId", attr::NOTIFICATION_ID)
+            .expression_attribute_names("#expiresAt", attr::EXPIRES_AT)
             .expression_attribute_values(":running", AttributeValue::S(attr::RUNNING.to_owned()))
-            .expression_attribute_values(
-                ":completing",
-                AttributeValue::S(attr::COMPLETING.to_owned()),
-            )
+            .expression_attribute_values(":complete", AttributeValue::S(attr::COMPLETE.to_owned()))
             .expression_attribute_values(":now", millis(now))
-            .expression_attribute_values(":leaseUntil", millis(lease_until))
-            .expression_attribute_values(":zero", self::number(0))
-            .expression_attribute_values(":one", self::number(1))
+            .expression_attribute_values(
+                ":notification",
+                AttributeValue::S(notification.to_string()),
+            )
+            .expression_attribute_values(":expiresAt", self.expires_at(now))
             .return_values(ReturnValue::AllNew)
             // The stored item comes back with the refusal, so telling AlreadyComplete from
             // NotFound needs no second read (moto honours this too).
@@ -431,62 +386,6 @@ impl JobStore for DynamoJobStore {
                 }
                 _ => Err(self.unavailable("UpdateItem", error)),
             },
-        }
-    }
-
-    async fn record_delivery(
-        &self,
-        number: JobNumber,
-        outcome: DeliveryOutcome,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let request = self
-            .client
-            .update_item()
-            .table_name(&self.table_name)
-            .set_key(Some(key(number)))
-            .condition_expression("#state = :completing")
-            .expression_attribute_names("#state", attr::STATE)
-            .expression_attribute_names("#leaseUntil", attr::LEASE_UNTIL)
-            .expression_attribute_names("#expiresAt", attr::EXPIRES_AT)
-            .expression_attribute_values(
-                ":completing",
-                AttributeValue::S(attr::COMPLETING.to_owned()),
-            )
-            .expression_attribute_values(":expiresAt", self.expires_at(now));
-        let request = match outcome {
-            DeliveryOutcome::Notified => request
-                .update_expression(
-                    "SET #state = :notified, #notifiedAt = :now, #expiresAt = :expiresAt \
-                     REMOVE #leaseUntil",
-                )
-                .expression_attribute_names("#notifiedAt", attr::NOTIFIED_AT)
-                .expression_attribute_values(
-                    ":notified",
-                    AttributeValue::S(attr::NOTIFIED.to_owned()),
-                )
-                .expression_attribute_values(":now", millis(now)),
-            DeliveryOutcome::Failed { reason } => request
-                .update_expression(
-                    "SET #state = :failed, #failureReason = :reason, #expiresAt = :expiresAt \
-                     REMOVE #leaseUntil",
-                )
-                .expression_attribute_names("#failureReason", attr::FAILURE_REASON)
-                .expression_attribute_values(":failed", AttributeValue::S(attr::FAILED.to_owned()))
-                .expression_attribute_values(":reason", AttributeValue::S(reason)),
-        };
-        match request.send().await {
-            Ok(_) => Ok(()),
-            // Not Completing (already Notified or Failed, or unknown): a late or repeated
-            // report must not undo a result.
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(self.unavailable("UpdateItem", error)),
         }
     }
 }

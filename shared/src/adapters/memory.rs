@@ -1,25 +1,52 @@
-//! In-memory adapters: the local runner's embedded default and the unit tests' store. They
-//! honour the same contracts as the DynamoDB and SQS adapters, so the conversation and the
-//! worker behave the same on both.
+//! In-memory adapters: the local runner's embedded default and the unit tests' ports. They
+//! honour the same contracts as the DynamoDB and SQS adapters — conditional transitions atomic
+//! under one lock, the queue FIFO per conversation with visibility timeouts, receive counts and
+//! a dead-letter queue — so the conversation and the engine behave the same on both.
+//!
+//! The stores are **bounded**: a long local run does not grow without limit. When full, the
+//! oldest *finished* items (complete jobs, sent/failed/given-up notifications) are evicted
+//! first; if every item is still in use the write is refused ([`StoreError::Full`]) rather
+//! than losing work in progress.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use aws_lambda_events::event::sqs::SqsMessage;
 use chrono::{DateTime, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
-use crate::jobs::{
-    CompleteOutcome, Completion, CompletionQueue, DeliveryOutcome, Job, JobNumber, JobPage,
-    JobStatus, JobStore, MAX_QUEUE_DELAY, QueueError, StoreError,
+use crate::delivery::consumer::{QueueConsumer, QueueControl};
+use crate::delivery::limits::{RateLimitStore, SendLog, Slot};
+use crate::delivery::notification::{
+    Claim, Created, DeliveryMessage, DeliveryState, Notification, NotificationId,
+    NotificationQueue, Outcome, QueueError, StoreError as DeliveryStoreError,
 };
+use crate::delivery::NotificationStore;
+use crate::jobs::{CompleteOutcome, Job, JobNumber, JobPage, JobStatus, JobStore, StoreError};
+
+/// How many items a memory store keeps by default.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave a half-written item (every write is a
+    // single insert or field update), so a poisoned map is still consistent.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Jobs in a map behind a mutex; every operation is atomic under the lock, as the DynamoDB
 /// conditional writes are.
-#[derive(Default)]
 pub struct MemoryJobStore {
     jobs: Mutex<HashMap<JobNumber, Job>>,
+    capacity: usize,
+}
+
+impl Default for MemoryJobStore {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
 }
 
 impl MemoryJobStore {
@@ -27,30 +54,57 @@ impl MemoryJobStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobNumber, Job>> {
-        // A panic while holding the lock cannot leave a half-written job (every write is a
-        // single insert), so a poisoned map is still consistent.
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    pub fn with_capacity(capacity: usize) -> Self {
+        MemoryJobStore {
+            jobs: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.jobs).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 #[async_trait]
 impl JobStore for MemoryJobStore {
     async fn create(&self, job: &Job) -> Result<(), StoreError> {
-        let mut jobs = self.lock();
+        let mut jobs = lock(&self.jobs);
         if jobs.contains_key(&job.number) {
             return Err(StoreError::Duplicate(job.number));
+        }
+        if jobs.len() >= self.capacity {
+            let oldest_complete = jobs
+                .values()
+                .filter(|j| !j.status.is_running())
+                .min_by_key(|j| (j.status.completed_at(), j.number))
+                .map(|j| j.number);
+            match oldest_complete {
+                Some(number) => {
+                    jobs.remove(&number);
+                }
+                None => {
+                    return Err(StoreError::Full(format!(
+                        "{} running jobs; complete some first",
+                        jobs.len()
+                    )));
+                }
+            }
         }
         jobs.insert(job.number, job.clone());
         Ok(())
     }
 
     async fn get(&self, number: JobNumber) -> Result<Option<Job>, StoreError> {
-        Ok(self.lock().get(&number).cloned())
+        Ok(lock(&self.jobs).get(&number).cloned())
     }
 
     async fn list_recent(&self, limit: usize) -> Result<JobPage, StoreError> {
-        let jobs = self.lock();
+        let jobs = lock(&self.jobs);
         let mut all: Vec<&Job> = jobs.values().collect();
         all.sort_by_key(|job| std::cmp::Reverse((job.created_at, job.number)));
         Ok(JobPage {
@@ -59,115 +113,486 @@ impl JobStore for MemoryJobStore {
         })
     }
 
-    async fn complete_if_running(
+    async fn complete(
         &self,
         number: JobNumber,
+        notification: &NotificationId,
         now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
     ) -> Result<CompleteOutcome, StoreError> {
-        let mut jobs = self.lock();
+        let mut jobs = lock(&self.jobs);
         let Some(job) = jobs.get_mut(&number) else {
             return Ok(CompleteOutcome::NotFound);
         };
-        let next = match &job.status {
-            JobStatus::Running => JobStatus::Completing {
-                completed_at: now,
-                lease_until,
-                attempts: 1,
-            },
-            JobStatus::Completing {
-                completed_at,
-                lease_until: held_until,
-                attempts,
-            } if *held_until < now => JobStatus::Completing {
-                completed_at: *completed_at,
-                lease_until,
-                attempts: attempts + 1,
-            },
-            _ => return Ok(CompleteOutcome::AlreadyComplete(job.clone())),
+        if !job.status.is_running() {
+            return Ok(CompleteOutcome::AlreadyComplete(job.clone()));
+        }
+        job.status = JobStatus::Complete {
+            completed_at: now,
+            notification: notification.clone(),
         };
-        job.status = next;
         Ok(CompleteOutcome::Completed(job.clone()))
     }
+}
 
-    async fn record_delivery(
+/// Notifications in a map behind a mutex, bounded like [`MemoryJobStore`].
+pub struct MemoryNotificationStore {
+    notifications: Mutex<HashMap<NotificationId, Notification>>,
+    capacity: usize,
+}
+
+impl Default for MemoryNotificationStore {
+    fn default() -> Self {
+        Self::with_capacity(DEFAULT_CAPACITY)
+    }
+}
+
+impl MemoryNotificationStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(capacity: usize) -> Self {
+        MemoryNotificationStore {
+            notifications: Mutex::new(HashMap::new()),
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.notifications).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn finished_at(notification: &Notification) -> Option<DateTime<Utc>> {
+    match &notification.state {
+        DeliveryState::Sent { sent_at, .. } => Some(*sent_at),
+        DeliveryState::Failed { failed_at, .. } => Some(*failed_at),
+        DeliveryState::GaveUp { gave_up_at, .. } => Some(*gave_up_at),
+        DeliveryState::Queued | DeliveryState::Sending { .. } => None,
+    }
+}
+
+#[async_trait]
+impl NotificationStore for MemoryNotificationStore {
+    async fn create(&self, notification: &Notification) -> Result<Created, DeliveryStoreError> {
+        let mut all = lock(&self.notifications);
+        if let Some(existing) = all.get(&notification.id) {
+            return Ok(Created::Existing(existing.clone()));
+        }
+        if all.len() >= self.capacity {
+            let oldest_finished = all
+                .values()
+                .filter_map(|n| finished_at(n).map(|at| (at, n.id.clone())))
+                .min()
+                .map(|(_, id)| id);
+            match oldest_finished {
+                Some(id) => {
+                    all.remove(&id);
+                }
+                None => {
+                    return Err(DeliveryStoreError::Full(format!(
+                        "{} notifications waiting for delivery",
+                        all.len()
+                    )));
+                }
+            }
+        }
+        all.insert(notification.id.clone(), notification.clone());
+        Ok(Created::New)
+    }
+
+    async fn get(&self, id: &NotificationId) -> Result<Option<Notification>, DeliveryStoreError> {
+        Ok(lock(&self.notifications).get(id).cloned())
+    }
+
+    async fn get_many(
         &self,
-        number: JobNumber,
-        outcome: DeliveryOutcome,
+        ids: &[NotificationId],
+    ) -> Result<Vec<Notification>, DeliveryStoreError> {
+        let all = lock(&self.notifications);
+        Ok(ids.iter().filter_map(|id| all.get(id).cloned()).collect())
+    }
+
+    async fn claim(
+        &self,
+        id: &NotificationId,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let mut jobs = self.lock();
-        if let Some(job) = jobs.get_mut(&number)
-            && let JobStatus::Completing { completed_at, .. } = job.status
-        {
-            job.status = match outcome {
-                DeliveryOutcome::Notified => JobStatus::Notified {
-                    completed_at,
-                    notified_at: now,
-                },
-                DeliveryOutcome::Failed { reason } => JobStatus::Failed {
-                    completed_at,
+        lease_until: DateTime<Utc>,
+    ) -> Result<Claim, DeliveryStoreError> {
+        let mut all = lock(&self.notifications);
+        let Some(notification) = all.get_mut(id) else {
+            return Ok(Claim::NotFound);
+        };
+        match &notification.state {
+            DeliveryState::Sent { .. } | DeliveryState::Failed { .. } => {
+                return Ok(Claim::Final(notification.clone()));
+            }
+            DeliveryState::Sending { lease_until } if *lease_until >= now => {
+                return Ok(Claim::Busy(*lease_until));
+            }
+            DeliveryState::Queued | DeliveryState::GaveUp { .. } | DeliveryState::Sending { .. } => {}
+        }
+        notification.state = DeliveryState::Sending { lease_until };
+        Ok(Claim::Claimed(notification.clone()))
+    }
+
+    async fn record(
+        &self,
+        id: &NotificationId,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Result<(), DeliveryStoreError> {
+        let mut all = lock(&self.notifications);
+        let Some(notification) = all.get_mut(id) else {
+            return Ok(());
+        };
+        if notification.state.is_final() {
+            return Ok(());
+        }
+        match outcome {
+            Outcome::Sent { activity_id } => {
+                notification.attempts += 1;
+                notification.state = DeliveryState::Sent {
+                    sent_at: now,
+                    activity_id,
+                };
+            }
+            Outcome::Failed { reason } => {
+                notification.attempts += 1;
+                notification.state = DeliveryState::Failed {
+                    failed_at: now,
                     reason,
-                },
-            };
+                };
+            }
+            Outcome::Retry { error } => {
+                notification.attempts += 1;
+                notification.last_error = Some(error);
+                notification.state = DeliveryState::Queued;
+            }
+            Outcome::GaveUp {
+                last_error,
+                attempted,
+            } => {
+                notification.attempts += u32::from(attempted);
+                notification.last_error = Some(last_error.clone());
+                notification.state = DeliveryState::GaveUp {
+                    gave_up_at: now,
+                    last_error,
+                };
+            }
         }
         Ok(())
     }
 }
 
-/// A message as a queue consumer sees it: the SQS message id and the body, as SQS would carry
-/// them, so the in-process consumer runs the very decoding the SQS function runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuedMessage {
-    pub message_id: String,
-    pub body: String,
-    pub correlation_id: String,
+/// Rate-limit state in maps behind a mutex.
+#[derive(Default)]
+pub struct MemoryRateLimitStore {
+    logs: Mutex<HashMap<String, SendLog>>,
+    slots: Mutex<HashMap<String, i64>>,
 }
 
-/// The in-memory completion queue: an unbounded channel, with delays served by a timer task.
-#[derive(Clone)]
-pub struct MemoryCompletionQueue {
-    sender: mpsc::UnboundedSender<QueuedMessage>,
-}
-
-/// The consuming end of a [`MemoryCompletionQueue`].
-pub type MemoryQueueReceiver = mpsc::UnboundedReceiver<QueuedMessage>;
-
-impl MemoryCompletionQueue {
-    pub fn new() -> (Self, MemoryQueueReceiver) {
-        let (sender, receiver) = mpsc::unbounded_channel();
-        (MemoryCompletionQueue { sender }, receiver)
+impl MemoryRateLimitStore {
+    pub fn new() -> Self {
+        Self::default()
     }
 }
 
 #[async_trait]
-impl CompletionQueue for MemoryCompletionQueue {
-    async fn send(&self, completion: &Completion, delay: Duration) -> Result<(), QueueError> {
-        if delay > MAX_QUEUE_DELAY {
-            return Err(QueueError::DelayTooLong(delay));
+impl RateLimitStore for MemoryRateLimitStore {
+    async fn load_log(&self, key: &str) -> Result<SendLog, DeliveryStoreError> {
+        Ok(lock(&self.logs).get(key).cloned().unwrap_or_default())
+    }
+
+    async fn store_log(
+        &self,
+        key: &str,
+        expected_version: u64,
+        sends: &[i64],
+        _keep_for: Duration,
+    ) -> Result<bool, DeliveryStoreError> {
+        let mut logs = lock(&self.logs);
+        let current = logs.get(key).map(|log| log.version).unwrap_or(0);
+        if current != expected_version {
+            return Ok(false);
         }
-        let message = QueuedMessage {
-            message_id: format!("mem-{:016x}", fastrand::u64(..)),
-            body: completion.to_body(),
-            correlation_id: completion.correlation_id.clone(),
-        };
-        if delay.is_zero() {
-            return self
-                .sender
-                .send(message)
-                .map_err(|_| QueueError::Unavailable("the consumer has stopped".to_owned()));
+        // Bounded like the stores: idle logs are dropped when there are many.
+        if logs.len() >= DEFAULT_CAPACITY && !logs.contains_key(key) {
+            let newest = sends.last().copied().unwrap_or(0);
+            logs.retain(|_, log| log.sends.last().is_some_and(|&t| t > newest - 3_600_000));
         }
-        if self.sender.is_closed() {
-            return Err(QueueError::Unavailable(
-                "the consumer has stopped".to_owned(),
-            ));
+        logs.insert(
+            key.to_owned(),
+            SendLog {
+                sends: sends.to_vec(),
+                version: expected_version + 1,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn reserve_slot(
+        &self,
+        key: &str,
+        interval: Duration,
+        not_before: i64,
+        latest: i64,
+    ) -> Result<Slot, DeliveryStoreError> {
+        let mut slots = lock(&self.slots);
+        let next_free = slots.get(key).copied().unwrap_or(i64::MIN);
+        let slot = next_free.max(not_before);
+        if slot > latest {
+            return Ok(Slot::Full(slot));
         }
-        let sender = self.sender.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            // The consumer may have stopped during the delay (shutdown); nothing to deliver to.
-            let _ = sender.send(message);
+        if slots.len() >= DEFAULT_CAPACITY && !slots.contains_key(key) {
+            slots.retain(|_, next| *next > not_before);
+        }
+        slots.insert(key.to_owned(), slot + interval.as_millis() as i64);
+        Ok(Slot::Reserved(slot))
+    }
+}
+
+/// SQS FIFO semantics in memory: messages in order per group, a group held while one of its
+/// messages is in flight, visibility timeouts, receive counts, a dead-letter queue after
+/// `max_receives`, and five-minute deduplication by notification id.
+pub struct MemoryQueue {
+    state: Mutex<QueueState>,
+    changed: Notify,
+    visibility_timeout: Duration,
+    max_receives: u32,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    messages: VecDeque<QueuedMessage>,
+    dead_letters: Vec<QueuedMessage>,
+    recent_ids: HashMap<String, Instant>,
+    next_id: u64,
+}
+
+/// A message held by a [`MemoryQueue`].
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub message_id: String,
+    pub body: String,
+    pub group: String,
+    pub receive_count: u32,
+    receipt: Option<String>,
+    visible_at: Instant,
+}
+
+/// How long a notification id is remembered for deduplication (SQS FIFO: 5 minutes).
+const DEDUPLICATION_WINDOW: Duration = Duration::from_secs(300);
+
+impl MemoryQueue {
+    /// A queue whose received messages come back after `visibility_timeout` unless deleted,
+    /// and go to the dead-letter queue once received `max_receives` times.
+    pub fn new(visibility_timeout: Duration, max_receives: u32) -> Self {
+        MemoryQueue {
+            state: Mutex::new(QueueState::default()),
+            changed: Notify::new(),
+            visibility_timeout,
+            max_receives: max_receives.max(1),
+            capacity: 100_000,
+        }
+    }
+
+    /// Messages waiting or in flight.
+    pub fn len(&self) -> usize {
+        lock(&self.state).messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// What the dead-letter queue holds.
+    pub fn dead_letters(&self) -> Vec<QueuedMessage> {
+        lock(&self.state).dead_letters.clone()
+    }
+
+    /// Moves every dead letter back to the queue, as `StartMessageMoveTask` does.
+    pub fn redrive(&self) -> usize {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        let moved: Vec<QueuedMessage> = state.dead_letters.drain(..).collect();
+        let count = moved.len();
+        for mut message in moved {
+            message.receive_count = 0;
+            message.receipt = None;
+            message.visible_at = now;
+            state.messages.push_back(message);
+        }
+        drop(state);
+        self.changed.notify_waiters();
+        count
+    }
+
+    fn take_visible(&self, max: usize) -> (Vec<SqsMessage>, Option<Instant>) {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        // A group is held while any of its messages is in flight (received, not yet visible).
+        let held: HashSet<String> = state
+            .messages
+            .iter()
+            .filter(|m| m.receipt.is_some() && m.visible_at > now)
+            .map(|m| m.group.clone())
+            .collect();
+        let mut taken = Vec::new();
+        let mut skipped: HashSet<String> = HashSet::new();
+        let mut to_dead_letter = Vec::new();
+        let mut next_change: Option<Instant> = None;
+        let mut next_id = state.next_id;
+        for (index, message) in state.messages.iter_mut().enumerate() {
+            if taken.len() >= max {
+                break;
+            }
+            if held.contains(&message.group) || skipped.contains(&message.group) {
+                continue;
+            }
+            if message.visible_at > now {
+                // Not yet visible (and not received): the group waits behind it.
+                skipped.insert(message.group.clone());
+                next_change = Some(next_change.map_or(message.visible_at, |t| t.min(message.visible_at)));
+                continue;
+            }
+            if message.receive_count >= self.max_receives {
+                to_dead_letter.push(index);
+                continue;
+            }
+            next_id += 1;
+            message.receive_count += 1;
+            message.receipt = Some(format!("{}#{next_id}", message.message_id));
+            message.visible_at = now + self.visibility_timeout;
+            let mut record = crate::delivery::consumer::sqs_record(&message.message_id, &message.body);
+            record.receipt_handle = message.receipt.clone();
+            record.attributes.insert(
+                "ApproximateReceiveCount".to_owned(),
+                message.receive_count.to_string(),
+            );
+            record
+                .attributes
+                .insert("MessageGroupId".to_owned(), message.group.clone());
+            taken.push(record);
+        }
+        state.next_id = next_id;
+        for index in to_dead_letter.into_iter().rev() {
+            if let Some(message) = state.messages.remove(index) {
+                state.dead_letters.push(message);
+            }
+        }
+        if let Some(t) = state
+            .messages
+            .iter()
+            .filter(|m| m.receipt.is_some())
+            .map(|m| m.visible_at)
+            .min()
+        {
+            next_change = Some(next_change.map_or(t, |n| n.min(t)));
+        }
+        (taken, next_change)
+    }
+}
+
+#[async_trait]
+impl NotificationQueue for MemoryQueue {
+    async fn enqueue(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        state
+            .recent_ids
+            .retain(|_, at| now.duration_since(*at) < DEDUPLICATION_WINDOW);
+        if state.recent_ids.contains_key(message.id.as_str()) {
+            return Ok(());
+        }
+        if state.messages.len() >= self.capacity {
+            return Err(QueueError::Unavailable(format!(
+                "the in-memory queue holds {} messages",
+                state.messages.len()
+            )));
+        }
+        state.recent_ids.insert(message.id.to_string(), now);
+        state.next_id += 1;
+        let message_id = format!("mem-{:08}", state.next_id);
+        state.messages.push_back(QueuedMessage {
+            message_id,
+            body: message.to_body(),
+            group: message.group(),
+            receive_count: 0,
+            receipt: None,
+            visible_at: now,
         });
+        drop(state);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl QueueControl for MemoryQueue {
+    async fn retry_in(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        let mut state = lock(&self.state);
+        // Whole seconds, rounded up, as SQS counts visibility.
+        let delay = Duration::from_secs(delay.as_secs() + u64::from(delay.subsec_nanos() > 0));
+        let message = state
+            .messages
+            .iter_mut()
+            .find(|m| m.receipt.as_deref() == Some(receipt_handle))
+            .ok_or_else(|| QueueError::Unavailable("receipt handle is not valid".to_owned()))?;
+        message.visible_at = Instant::now() + delay;
+        drop(state);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn dead_letter(&self, record: &SqsMessage) -> Result<(), QueueError> {
+        let mut state = lock(&self.state);
+        let receipt = record.receipt_handle.as_deref();
+        let copy = state
+            .messages
+            .iter()
+            .find(|m| m.receipt.is_some() && m.receipt.as_deref() == receipt)
+            .cloned()
+            .ok_or_else(|| QueueError::Unavailable("receipt handle is not valid".to_owned()))?;
+        state.dead_letters.push(copy);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl QueueConsumer for MemoryQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<SqsMessage>, QueueError> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let notified = self.changed.notified();
+            let (taken, next_change) = self.take_visible(max.clamp(1, 10));
+            if !taken.is_empty() || Instant::now() >= deadline {
+                return Ok(taken);
+            }
+            let wake = next_change.map_or(deadline, |t| t.min(deadline));
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+        let mut state = lock(&self.state);
+        let before = state.messages.len();
+        state
+            .messages
+            .retain(|m| m.receipt.as_deref() != Some(receipt_handle));
+        let deleted = state.messages.len() < before;
+        drop(state);
+        if deleted {
+            self.changed.notify_waiters();
+        }
         Ok(())
     }
 }
@@ -175,22 +600,40 @@ impl CompletionQueue for MemoryCompletionQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::{Content, Source};
     use crate::schema::{ConversationAccount, ConversationReference};
 
-    fn job(n: u32, secs: i64) -> Job {
-        let reference = ConversationReference {
+    fn reference(conversation: &str) -> ConversationReference {
+        ConversationReference {
             conversation: ConversationAccount {
-                id: format!("conv-{n}"),
+                id: conversation.to_owned(),
                 ..Default::default()
             },
             service_url: "http://127.0.0.1:1/".into(),
             ..Default::default()
-        };
+        }
+    }
+
+    fn job(n: u32, secs: i64) -> Job {
         Job::new_running(
             JobNumber::new(n).unwrap(),
-            reference,
+            reference(&format!("conv-{n}")),
             DateTime::from_timestamp(secs, 0).unwrap(),
         )
+    }
+
+    fn notification(id: &str, conversation: &str) -> Notification {
+        Notification::new(
+            NotificationId::parse(id).unwrap(),
+            Source::Job { number: 1 },
+            reference(conversation),
+            Content::text("hi"),
+            Utc::now(),
+        )
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(s, 0).unwrap()
     }
 
     #[tokio::test]
@@ -201,16 +644,6 @@ mod tests {
             store.create(&job(1, 5)).await,
             Err(StoreError::Duplicate(_))
         ));
-        assert_eq!(
-            store
-                .get(JobNumber::new(1).unwrap())
-                .await
-                .unwrap()
-                .unwrap()
-                .created_at
-                .timestamp(),
-            0
-        );
     }
 
     #[tokio::test]
@@ -226,57 +659,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn completion_is_conditional_and_a_lapsed_lease_is_taken_over() {
+    async fn completing_is_conditional() {
         let store = MemoryJobStore::new();
         let n = JobNumber::new(1).unwrap();
+        let id = NotificationId::parse("job-1").unwrap();
         store.create(&job(1, 0)).await.unwrap();
-        let t = |s| DateTime::from_timestamp(s, 0).unwrap();
         assert!(matches!(
-            store.complete_if_running(n, t(10), t(70)).await.unwrap(),
+            store.complete(n, &id, t(10)).await.unwrap(),
             CompleteOutcome::Completed(_)
         ));
-        // Lease still live: someone else is delivering.
         assert!(matches!(
-            store.complete_if_running(n, t(20), t(80)).await.unwrap(),
-            CompleteOutcome::AlreadyComplete(_)
-        ));
-        // Lease lapsed (the deliverer crashed): taken over.
-        match store.complete_if_running(n, t(100), t(160)).await.unwrap() {
-            CompleteOutcome::Completed(job) => assert!(matches!(
-                job.status,
-                JobStatus::Completing { attempts: 2, .. }
-            )),
-            other => panic!("expected a takeover, got {other:?}"),
-        }
-        store
-            .record_delivery(n, DeliveryOutcome::Notified, t(101))
-            .await
-            .unwrap();
-        // A late failure report cannot undo the notification.
-        store
-            .record_delivery(
-                n,
-                DeliveryOutcome::Failed {
-                    reason: "late".into(),
-                },
-                t(102),
-            )
-            .await
-            .unwrap();
-        assert!(matches!(
-            store.get(n).await.unwrap().unwrap().status,
-            JobStatus::Notified { .. }
-        ));
-        assert!(matches!(
-            store
-                .complete_if_running(n, t(1000), t(1060))
-                .await
-                .unwrap(),
+            store.complete(n, &id, t(20)).await.unwrap(),
             CompleteOutcome::AlreadyComplete(_)
         ));
         assert_eq!(
             store
-                .complete_if_running(JobNumber::new(2).unwrap(), t(1), t(2))
+                .complete(JobNumber::new(2).unwrap(), &id, t(1))
                 .await
                 .unwrap(),
             CompleteOutcome::NotFound
@@ -284,22 +682,134 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn queue_delivers_after_the_delay_and_refuses_long_delays() {
-        let (queue, mut receiver) = MemoryCompletionQueue::new();
-        let completion = Completion::new(JobNumber::new(3).unwrap(), "c");
+    async fn a_full_job_store_evicts_complete_jobs_first_and_never_running_ones() {
+        let store = MemoryJobStore::with_capacity(3);
+        let id = NotificationId::parse("job-x").unwrap();
+        for n in 1..=3 {
+            store.create(&job(n, i64::from(n))).await.unwrap();
+        }
+        store.complete(JobNumber::new(2).unwrap(), &id, t(50)).await.unwrap();
+        store.create(&job(4, 4)).await.unwrap();
+        assert_eq!(store.len(), 3);
+        assert!(store.get(JobNumber::new(2).unwrap()).await.unwrap().is_none(), "the complete one went");
+        assert!(store.get(JobNumber::new(1).unwrap()).await.unwrap().is_some());
+        assert!(matches!(store.create(&job(5, 5)).await, Err(StoreError::Full(_))));
+        assert_eq!(store.len(), 3, "nothing running was lost");
+    }
+
+    #[tokio::test]
+    async fn a_full_notification_store_evicts_finished_ones_first() {
+        let store = MemoryNotificationStore::with_capacity(2);
+        store.create(&notification("a", "c")).await.unwrap();
+        store.create(&notification("b", "c")).await.unwrap();
         assert!(matches!(
-            queue.send(&completion, Duration::from_secs(901)).await,
-            Err(QueueError::DelayTooLong(_))
+            store.create(&notification("c", "c")).await,
+            Err(DeliveryStoreError::Full(_))
         ));
+        let a = NotificationId::parse("a").unwrap();
+        store.claim(&a, t(0), t(60)).await.unwrap();
+        store
+            .record(&a, Outcome::Sent { activity_id: None }, t(1))
+            .await
+            .unwrap();
+        assert_eq!(store.create(&notification("c", "c")).await.unwrap(), Created::New);
+        assert!(store.get(&a).await.unwrap().is_none());
+        assert_eq!(store.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn claims_and_records_follow_the_contract() {
+        let store = MemoryNotificationStore::new();
+        let n = notification("n1", "c");
+        assert_eq!(store.create(&n).await.unwrap(), Created::New);
+        assert!(matches!(store.create(&n).await.unwrap(), Created::Existing(_)));
+        let id = n.id.clone();
+        assert!(matches!(store.claim(&id, t(0), t(60)).await.unwrap(), Claim::Claimed(_)));
+        assert_eq!(store.claim(&id, t(10), t(70)).await.unwrap(), Claim::Busy(t(60)));
+        // The lease lapsed: taken over.
+        assert!(matches!(store.claim(&id, t(61), t(121)).await.unwrap(), Claim::Claimed(_)));
+        store
+            .record(&id, Outcome::Retry { error: "503".into() }, t(62))
+            .await
+            .unwrap();
+        let stored = store.get(&id).await.unwrap().unwrap();
+        assert_eq!((stored.attempts, stored.last_error.as_deref()), (1, Some("503")));
+        assert_eq!(stored.state, DeliveryState::Queued);
+        store
+            .record(&id, Outcome::GaveUp { last_error: "503".into(), attempted: false }, t(63))
+            .await
+            .unwrap();
+        // A redrive claims a given-up notification again.
+        assert!(matches!(store.claim(&id, t(64), t(124)).await.unwrap(), Claim::Claimed(_)));
+        store
+            .record(&id, Outcome::Sent { activity_id: Some("a1".into()) }, t(65))
+            .await
+            .unwrap();
+        store
+            .record(&id, Outcome::Failed { reason: "late".into() }, t(66))
+            .await
+            .unwrap();
+        let stored = store.get(&id).await.unwrap().unwrap();
+        assert_eq!(stored.attempts, 2);
+        assert!(matches!(stored.state, DeliveryState::Sent { .. }), "a late report cannot undo Sent");
+        assert!(matches!(store.claim(&id, t(100), t(160)).await.unwrap(), Claim::Final(_)));
+        let unknown = NotificationId::parse("nope").unwrap();
+        assert_eq!(store.claim(&unknown, t(0), t(1)).await.unwrap(), Claim::NotFound);
+        store.record(&unknown, Outcome::Retry { error: "x".into() }, t(0)).await.unwrap();
+    }
+
+    fn message(id: &str, conversation: &str) -> DeliveryMessage {
+        notification(id, conversation).message()
+    }
+
+    fn ids(records: &[SqsMessage]) -> Vec<String> {
+        records
+            .iter()
+            .map(|r| DeliveryMessage::from_body(r.body.as_deref().unwrap()).unwrap().id.to_string())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_fifo_per_conversation_and_holds_a_group_in_flight() {
+        let queue = MemoryQueue::new(Duration::from_secs(30), 5);
+        for (id, conversation) in [("a1", "a"), ("b1", "b"), ("a2", "a"), ("a1", "a")] {
+            queue.enqueue(&message(id, conversation)).await.unwrap();
+        }
+        assert_eq!(queue.len(), 3, "a1 twice is deduplicated");
+        let first = queue.receive(1, Duration::ZERO).await.unwrap();
+        assert_eq!(ids(&first), vec!["a1"]);
+        // a1 is in flight: a2 must wait; b1 may go.
+        let second = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(ids(&second), vec!["b1"]);
+        // a1 back in 1 s: still nothing of "a" before it.
         queue
-            .send(&completion, Duration::from_millis(50))
+            .retry_in(first[0].receipt_handle.as_deref().unwrap(), Duration::from_millis(1))
             .await
             .unwrap();
-        assert!(receiver.try_recv().is_err(), "delivered before its delay");
-        let message = tokio::time::timeout(Duration::from_secs(2), receiver.recv())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(Completion::from_body(&message.body).unwrap(), completion);
+        assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
+        let again = queue.receive(10, Duration::from_secs(3)).await.unwrap();
+        assert_eq!(ids(&again), vec!["a1", "a2"], "in order, after its visibility");
+        assert_eq!(again[0].attributes["ApproximateReceiveCount"], "2");
+        for record in &again {
+            queue.delete(record.receipt_handle.as_deref().unwrap()).await.unwrap();
+        }
+        queue.delete(second[0].receipt_handle.as_deref().unwrap()).await.unwrap();
+        assert!(queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_queue_dead_letters_after_max_receives_and_redrives() {
+        let queue = MemoryQueue::new(Duration::from_millis(1), 2);
+        queue.enqueue(&message("x", "c")).await.unwrap();
+        for _ in 0..2 {
+            let records = queue.receive(10, Duration::from_secs(1)).await.unwrap();
+            assert_eq!(records.len(), 1);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(queue.receive(10, Duration::from_millis(20)).await.unwrap().is_empty());
+        assert_eq!(queue.dead_letters().len(), 1);
+        assert_eq!(queue.redrive(), 1);
+        let records = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(records[0].attributes["ApproximateReceiveCount"], "1");
     }
 }

@@ -1,17 +1,20 @@
-//! The SQS [`CompletionQueue`], and [`SqsPoller`], the local runner's stand-in for Lambda's
-//! SQS event source.
+//! The SQS delivery queue: [`SqsQueue`] sends delivery messages to the FIFO queue
+//! (`NotificationsQueue` in `template.yaml`), applies the engine's decisions to received ones
+//! (visibility, dead letters), and — for the local runner, standing in for Lambda's event
+//! source mapping — receives and deletes.
 //!
-//! A completion is one message on `CompletionsQueue` (see `template.yaml`): the body is
-//! [`Completion::to_body`] (versioned JSON), the message attribute `correlationId` repeats the
-//! correlation id so it can be logged before the body is parsed, and the delay before the
-//! worker sees it is SQS's per-message `DelaySeconds` (0–900 s; longer is refused here,
-//! without a request). SQS delivers at least once — after a crash, after the visibility
-//! timeout, or twice by itself — which the worker tolerates through the store's conditional
-//! transitions; after `maxReceiveCount` receives the message goes to the dead-letter queue.
+//! A message's body is [`DeliveryMessage::to_body`] (versioned JSON); its **message group** is
+//! the conversation ([`DeliveryMessage::group`]), so SQS hands one conversation's messages over
+//! in order and never two at once, while other conversations proceed in parallel; its
+//! **deduplication id** is the notification id, so the same notification queued twice within
+//! five minutes is delivered once. The message attribute `correlationId` repeats the
+//! correlation id so it can be logged before the body is parsed.
 //!
-//! [`SqsPoller`] receives messages and hands them over in the very shape Lambda's event source
-//! would ([`SqsMessage`]), so the local runner runs the SQS function's handler unchanged, then
-//! deletes what the handler processed (as the event source does for a successful batch).
+//! To come back later (a `Retry-After`, a rate limit, a backoff) a received message's
+//! visibility is changed (`ChangeMessageVisibility`): FIFO queues have no per-message delay,
+//! and a message made invisible keeps its place at the head of its conversation. A message
+//! the engine gave up on is copied to the dead-letter queue (same group and deduplication id)
+//! and deleted, so `aws sqs start-message-move-task` can redrive it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,9 +26,10 @@ use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
 
-use crate::jobs::{Completion, CompletionQueue, MAX_QUEUE_DELAY, QueueError};
+use crate::delivery::consumer::{QueueConsumer, QueueControl};
+use crate::delivery::notification::{DeliveryMessage, MAX_VISIBILITY, NotificationQueue, QueueError};
 
-/// The message attribute carrying [`Completion::correlation_id`].
+/// The message attribute carrying the correlation id.
 pub const CORRELATION_ID_ATTRIBUTE: &str = "correlationId";
 
 fn unavailable<E, R>(operation: &str, queue_url: &str, error: SdkError<E, R>) -> QueueError
@@ -39,57 +43,62 @@ where
     ))
 }
 
-/// Sends completions to an SQS queue.
+/// The FIFO delivery queue and its dead-letter queue.
 #[derive(Clone, Debug)]
-pub struct SqsCompletionQueue {
+pub struct SqsQueue {
     client: Client,
     queue_url: String,
+    dead_letter_url: String,
 }
 
-impl SqsCompletionQueue {
-    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
-        SqsCompletionQueue {
+impl SqsQueue {
+    pub fn new(client: Client, queue_url: impl Into<String>, dead_letter_url: impl Into<String>) -> Self {
+        SqsQueue {
             client,
             queue_url: queue_url.into(),
+            dead_letter_url: dead_letter_url.into(),
         }
     }
 
     pub fn queue_url(&self) -> &str {
         &self.queue_url
     }
+
+    fn correlation(value: &str) -> Result<Option<MessageAttributeValue>, QueueError> {
+        // SQS refuses empty attribute values; an absent correlation id is simply not sent.
+        if value.is_empty() {
+            return Ok(None);
+        }
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .map(Some)
+            .map_err(|e| QueueError::Unavailable(format!("building the message: {e}")))
+    }
 }
 
-/// SQS counts delays in whole seconds; a fraction is rounded up so a message never becomes
-/// visible before its delay.
-fn delay_seconds(delay: Duration) -> Result<i32, QueueError> {
-    if delay > MAX_QUEUE_DELAY {
-        return Err(QueueError::DelayTooLong(delay));
-    }
+/// Visibility in whole seconds, rounded up so a message never comes back early, capped at
+/// what SQS allows.
+pub fn visibility_seconds(delay: Duration) -> i32 {
+    let delay = delay.min(MAX_VISIBILITY);
     let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-    // ≤ 900 after the check above.
-    Ok(i32::try_from(seconds).unwrap_or(i32::MAX))
+    i32::try_from(seconds).unwrap_or(i32::MAX)
 }
 
 #[async_trait]
-impl CompletionQueue for SqsCompletionQueue {
-    async fn send(&self, completion: &Completion, delay: Duration) -> Result<(), QueueError> {
-        let delay_seconds = delay_seconds(delay)?;
-        let mut request = self
-            .client
+impl NotificationQueue for SqsQueue {
+    async fn enqueue(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
+        self.client
             .send_message()
             .queue_url(&self.queue_url)
-            .message_body(completion.to_body())
-            .delay_seconds(delay_seconds);
-        // SQS refuses empty attribute values; an absent correlation id is simply not sent.
-        if !completion.correlation_id.is_empty() {
-            let attribute = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(&completion.correlation_id)
-                .build()
-                .map_err(|e| QueueError::Unavailable(format!("building the message: {e}")))?;
-            request = request.message_attributes(CORRELATION_ID_ATTRIBUTE, attribute);
-        }
-        request
+            .message_body(message.to_body())
+            .message_group_id(message.group())
+            .message_deduplication_id(message.id.as_str())
+            .set_message_attributes(
+                Self::correlation(&message.correlation_id)?
+                    .map(|value| HashMap::from([(CORRELATION_ID_ATTRIBUTE.to_owned(), value)])),
+            )
             .send()
             .await
             .map_err(|e| unavailable("SendMessage", &self.queue_url, e))?;
@@ -97,40 +106,59 @@ impl CompletionQueue for SqsCompletionQueue {
     }
 }
 
-/// Receives and deletes messages of an SQS queue for an in-process consumer (the local
-/// runner), in the shape of the Lambda SQS event.
-#[derive(Clone, Debug)]
-pub struct SqsPoller {
-    client: Client,
-    queue_url: String,
+#[async_trait]
+impl QueueControl for SqsQueue {
+    async fn retry_in(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(visibility_seconds(delay))
+            .send()
+            .await
+            .map_err(|e| unavailable("ChangeMessageVisibility", &self.queue_url, e))?;
+        Ok(())
+    }
+
+    async fn dead_letter(&self, record: &SqsMessage) -> Result<(), QueueError> {
+        let body = record.body.clone().unwrap_or_default();
+        let group = record
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .or_else(|| DeliveryMessage::from_body(&body).ok().map(|m| m.group()))
+            .unwrap_or_else(|| "dead-letters".to_owned());
+        let correlation = record
+            .message_attributes
+            .get(CORRELATION_ID_ATTRIBUTE)
+            .and_then(|a| a.string_value.clone())
+            .unwrap_or_default();
+        self.client
+            .send_message()
+            .queue_url(&self.dead_letter_url)
+            .message_body(body)
+            .message_group_id(group)
+            .message_deduplication_id(record.message_id.clone().unwrap_or_default())
+            .set_message_attributes(
+                Self::correlation(&correlation)?
+                    .map(|value| HashMap::from([(CORRELATION_ID_ATTRIBUTE.to_owned(), value)])),
+            )
+            .send()
+            .await
+            .map_err(|e| unavailable("SendMessage", &self.dead_letter_url, e))?;
+        Ok(())
+    }
 }
 
-impl SqsPoller {
-    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
-        SqsPoller {
-            client,
-            queue_url: queue_url.into(),
-        }
-    }
-
-    pub fn queue_url(&self) -> &str {
-        &self.queue_url
-    }
-
-    /// Up to `max` (1–10) messages, long-polling for up to `wait_seconds` (0–20) when none is
-    /// visible. The messages stay in flight for the queue's visibility timeout: delete each
-    /// one processed, or it comes back (with a higher `ApproximateReceiveCount`).
-    pub async fn receive(
-        &self,
-        max: i32,
-        wait_seconds: i32,
-    ) -> Result<Vec<SqsMessage>, QueueError> {
+#[async_trait]
+impl QueueConsumer for SqsQueue {
+    async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<SqsMessage>, QueueError> {
         let output = self
             .client
             .receive_message()
             .queue_url(&self.queue_url)
-            .max_number_of_messages(max.clamp(1, 10))
-            .wait_time_seconds(wait_seconds.clamp(0, 20))
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds(wait.as_secs().min(20) as i32)
             .message_attribute_names("All")
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .send()
@@ -139,8 +167,7 @@ impl SqsPoller {
         Ok(output.messages().iter().map(to_event_message).collect())
     }
 
-    /// Deletes a received message (its processing succeeded).
-    pub async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
+    async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
         self.client
             .delete_message()
             .queue_url(&self.queue_url)
@@ -206,17 +233,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn delays_are_whole_seconds_rounded_up_and_at_most_900() {
-        assert_eq!(delay_seconds(Duration::ZERO).ok(), Some(0));
-        assert_eq!(delay_seconds(Duration::from_millis(1500)).ok(), Some(2));
-        assert_eq!(delay_seconds(Duration::from_secs(900)).ok(), Some(900));
-        assert!(matches!(
-            delay_seconds(Duration::from_secs(901)),
-            Err(QueueError::DelayTooLong(_))
-        ));
-        assert!(matches!(
-            delay_seconds(Duration::from_millis(900_001)),
-            Err(QueueError::DelayTooLong(_))
-        ));
+    fn visibility_is_whole_seconds_rounded_up_and_capped() {
+        assert_eq!(visibility_seconds(Duration::ZERO), 0);
+        assert_eq!(visibility_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(visibility_seconds(Duration::from_secs(1)), 1);
+        assert_eq!(visibility_seconds(Duration::from_secs(10 * 86_400)), 43_140);
     }
 }

@@ -287,14 +287,48 @@ pub enum Admission {
 pub struct RateLimiter {
     store: std::sync::Arc<dyn RateLimitStore>,
     config: LimitsConfig,
+    /// The send logs this process wrote last, by key: in the usual case — the same instance
+    /// keeps delivering to a conversation — the log need not be read back before it is
+    /// extended. A stale entry only costs a refused write and a read (versions never repeat).
+    cache: std::sync::Mutex<HashMap<String, SendLog>>,
 }
+
+/// How many conversations' logs a process remembers before starting afresh.
+const CACHE_CAPACITY: usize = 4096;
 
 /// How many times a conflicting log write is retried before giving the turn back to the queue.
 const LOG_CONFLICT_RETRIES: usize = 3;
 
 impl RateLimiter {
     pub fn new(store: std::sync::Arc<dyn RateLimitStore>, config: LimitsConfig) -> Self {
-        RateLimiter { store, config }
+        RateLimiter {
+            store,
+            config,
+            cache: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, key: &str) -> Option<SendLog> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+
+    fn remember(&self, key: &str, log: Option<SendLog>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        match log {
+            Some(log) => {
+                if cache.len() >= CACHE_CAPACITY && !cache.contains_key(key) {
+                    cache.clear();
+                }
+                cache.insert(key.to_owned(), log);
+            }
+            None => {
+                cache.remove(key);
+            }
+        }
     }
 
     pub fn config(&self) -> &LimitsConfig {
@@ -325,6 +359,8 @@ impl RateLimiter {
         for _ in 0..LOG_CONFLICT_RETRIES {
             let log = if limits.conversation.is_empty() {
                 SendLog::default()
+            } else if let Some(log) = self.cached(&conversation_key) {
+                log
             } else {
                 self.store.load_log(&conversation_key).await?
             };
@@ -348,14 +384,25 @@ impl RateLimiter {
                 }
                 _ => conversation_at,
             };
-            if limits.conversation.is_empty()
-                || self
-                    .store
-                    .store_log(&conversation_key, log.version, &log.with_send(at), keep_for)
-                    .await?
-            {
+            if limits.conversation.is_empty() {
                 return Ok(Admission::SendAfter(millis(at - now_ms)));
             }
+            let sends = log.with_send(at);
+            if self
+                .store
+                .store_log(&conversation_key, log.version, &sends, keep_for)
+                .await?
+            {
+                self.remember(
+                    &conversation_key,
+                    Some(SendLog {
+                        sends,
+                        version: log.version + 1,
+                    }),
+                );
+                return Ok(Admission::SendAfter(millis(at - now_ms)));
+            }
+            self.remember(&conversation_key, None);
             // Another delivery of this conversation wrote in between (a lease takeover): read
             // again. The tenant slot taken is simply left unused.
         }

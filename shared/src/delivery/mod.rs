@@ -5,12 +5,27 @@
 //!
 //! - [`notification`]: the unit of delivery, its states, and its ports ([`NotificationStore`],
 //!   [`NotificationQueue`]).
+//! - [`producer`]: [`Notifier`], how producers hand notifications over.
+//! - [`engine`]: [`DeliveryEngine`], admit → claim → send → judge → record → decide.
+//! - [`answers`]: what each Connector answer means, and when to try again.
 //! - [`limits`]: channel rate limits shared by every concurrent invocation.
+//! - [`consumer`]: applying the engine's decisions to the queue, in Lambda and locally.
+//!
+//! # Storage
+//! Notifications and the rate-limit state live in the delivery table (DynamoDB on AWS; see
+//! [`crate::adapters::dynamodb_delivery`] for its layout and why it is separate from the jobs
+//! table), their messages on a FIFO queue whose message group is the conversation.
 
+pub mod answers;
+pub mod consumer;
+pub mod engine;
 pub mod limits;
 pub mod notification;
+pub mod producer;
 
+pub use engine::{Decision, Delivered, DeliveryEngine, EngineConfig};
 pub use notification::{
     Claim, Content, Created, DeliveryMessage, DeliveryState, Notification, NotificationId,
     NotificationQueue, NotificationStore, Outcome, QueueError, Source, StoreError,
 };
+pub use producer::{NotifyError, Notifier};

@@ -20,6 +20,8 @@ pub struct RecordedRequest {
     pub path: String,
     pub authorization: Option<String>,
     pub body: serde_json::Value,
+    /// When it arrived (for retry timing).
+    pub received_at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -154,6 +156,7 @@ async fn record(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Res
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        received_at: std::time::Instant::now(),
     };
     let scripted = {
         let mut inner = inner.lock().unwrap_or_else(|p| p.into_inner());

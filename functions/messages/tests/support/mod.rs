@@ -21,11 +21,11 @@ pub async fn start_bot(env: &[(&str, &str)]) -> (LocalBot, Services) {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     let settings = Settings::from_lookup(|name| env.get(name).cloned()).expect("settings");
-    let (services, source) = Services::build(settings).await.expect("services");
+    let services = Services::build(settings).await.expect("services");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let bot = LocalBot::start(&services, source, listener).expect("start");
+    let bot = LocalBot::start(&services, listener).expect("start");
     (bot, services)
 }
 

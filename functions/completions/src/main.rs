@@ -1,4 +1,0 @@
-#[tokio::main]
-async fn main() -> Result<(), completions::Error> {
-    completions::run().await
-}

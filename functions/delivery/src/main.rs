@@ -1,0 +1,4 @@
+#[tokio::main]
+async fn main() -> Result<(), delivery::Error> {
+    delivery::run().await
+}

@@ -1,0 +1,165 @@
+//! The SQS sample events in `events/` through the function's handler, with the notification
+//! they name (`job-100001-1695809700000`) in the store, a Connector stand-in as the channel,
+//! and a queue control that records what the handler asked of SQS.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use chrono::Utc;
+use lambda_runtime::{Context, LambdaEvent};
+use proactive_bot::auth::AuthConfig;
+use proactive_bot::delivery::consumer::QueueControl;
+use proactive_bot::delivery::{
+    Content, DeliveryState, Notification, NotificationId, QueueError, Source,
+};
+use proactive_bot::schema::{ChannelAccount, ConversationAccount, ConversationReference};
+use proactive_bot::testing::connector::{ConnectorStandIn, ScriptedResponse};
+use proactive_bot::wiring::Services;
+
+const NOTIFICATION: &str = "job-100001-1695809700000";
+
+fn sqs_event(name: &str) -> LambdaEvent<SqsEvent> {
+    let path = format!("{}/../../events/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let event: SqsEvent = serde_json::from_str(&text).expect("a valid SQS event");
+    LambdaEvent::new(event, Context::default())
+}
+
+/// What the handler asked of the queue.
+#[derive(Default)]
+struct RecordingControl {
+    visibility: Mutex<Vec<(String, Duration)>>,
+    dead_letters: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl QueueControl for RecordingControl {
+    async fn retry_in(&self, receipt_handle: &str, delay: Duration) -> Result<(), QueueError> {
+        self.visibility
+            .lock()
+            .unwrap()
+            .push((receipt_handle.to_owned(), delay));
+        Ok(())
+    }
+
+    async fn dead_letter(&self, record: &SqsMessage) -> Result<(), QueueError> {
+        self.dead_letters
+            .lock()
+            .unwrap()
+            .push(record.message_id.clone().unwrap_or_default());
+        Ok(())
+    }
+}
+
+async fn services_with_notification(connector: &ConnectorStandIn) -> Services {
+    let services = Services::in_memory(&AuthConfig::default()).unwrap();
+    let reference = ConversationReference {
+        user: ChannelAccount {
+            id: "user-1".into(),
+            ..Default::default()
+        },
+        bot: ChannelAccount {
+            id: "bot-1".into(),
+            ..Default::default()
+        },
+        conversation: ConversationAccount {
+            id: "8a684db0-5c7e-11ee-8c99-0242ac120002|livechat".into(),
+            ..Default::default()
+        },
+        channel_id: "emulator".into(),
+        service_url: connector.service_url(),
+        ..Default::default()
+    };
+    let notification = Notification::new(
+        NotificationId::parse(NOTIFICATION).unwrap(),
+        Source::Job { number: 100_001 },
+        reference,
+        Content::text("Job 100001 is complete."),
+        Utc::now(),
+    );
+    services.notifications.create(&notification).await.unwrap();
+    services
+}
+
+async fn state(services: &Services) -> Notification {
+    services
+        .notifications
+        .get(&NotificationId::parse(NOTIFICATION).unwrap())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_single_delivery_event_notifies_the_original_conversation() {
+    let connector = ConnectorStandIn::start().await;
+    let services = services_with_notification(&connector).await;
+    let control = RecordingControl::default();
+    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-delivery.json"))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let requests = connector.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].path,
+        "/amer/v3/conversations/8a684db0-5c7e-11ee-8c99-0242ac120002%7Clivechat/activities"
+    );
+    assert_eq!(requests[0].text(), "Job 100001 is complete.");
+    assert_eq!(requests[0].body["from"]["id"], "bot-1");
+    assert_eq!(requests[0].body["recipient"]["id"], "user-1");
+    let stored = state(&services).await;
+    assert!(
+        matches!(&stored.state, DeliveryState::Sent { activity_id: Some(id), .. } if id == "activity-1"),
+        "{stored:?}"
+    );
+    assert_eq!(stored.attempts, 1);
+}
+
+#[tokio::test]
+async fn the_mixed_batch_sends_once_and_acknowledges_the_duplicate_and_the_malformed_record() {
+    let connector = ConnectorStandIn::start().await;
+    let services = services_with_notification(&connector).await;
+    let control = RecordingControl::default();
+    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-mixed-batch.json"))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert_eq!(connector.requests().len(), 1, "the duplicate sent nothing");
+    assert!(control.visibility.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_throttled_batch_comes_back_when_the_channel_says_in_order() {
+    let connector = ConnectorStandIn::start().await;
+    let services = services_with_notification(&connector).await;
+    let control = RecordingControl::default();
+    // The channel is throttling: the valid record must be retried after Retry-After, and its
+    // duplicate (same conversation, after it) with it; the malformed record is not retried.
+    connector.script(ScriptedResponse::status(429, None).with_header("Retry-After", "1"));
+    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-mixed-batch.json"))
+        .await
+        .unwrap();
+    let mut failed: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    failed.sort();
+    assert_eq!(failed, vec!["duplicate-1".to_owned(), "valid-1".to_owned()]);
+    let visibility = control.visibility.lock().unwrap().clone();
+    assert_eq!(visibility.len(), 2, "{visibility:?}");
+    assert!(
+        visibility.iter().all(|(_, delay)| *delay == Duration::from_secs(1)),
+        "both come back after the Retry-After, not the visibility timeout: {visibility:?}"
+    );
+    let stored = state(&services).await;
+    assert_eq!(stored.state, DeliveryState::Queued);
+    assert_eq!(stored.attempts, 1);
+    assert!(stored.last_error.unwrap().contains("429"));
+    // The response is what Lambda expects on the wire.
+    let wire = serde_json::to_value(&response).unwrap();
+    assert_eq!(wire["batchItemFailures"][0]["itemIdentifier"], "valid-1");
+}

@@ -1,0 +1,79 @@
+//! The producers' side of the engine: [`Notifier`] turns "tell this conversation X" into a
+//! durable notification and a queue message. Jobs use it today; reminders, the notify API and
+//! broadcasts will.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::notification::{
+    Created, Notification, NotificationId, NotificationQueue, NotificationStore, QueueError,
+    StoreError,
+};
+
+/// Why a notification could not be handed to the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// Creates notifications and queues their delivery. Built once per process.
+pub struct Notifier {
+    store: Arc<dyn NotificationStore>,
+    queue: Arc<dyn NotificationQueue>,
+}
+
+impl Notifier {
+    pub fn new(store: Arc<dyn NotificationStore>, queue: Arc<dyn NotificationQueue>) -> Self {
+        Notifier { store, queue }
+    }
+
+    /// Hands `notification` to the engine: stored first (so it is never lost once this
+    /// returns), then queued. Idempotent by id: the same id again returns the stored
+    /// notification and sends nothing twice. A stored one still Queued is queued again — the
+    /// producer is retrying after a failure between the two steps — which the queue's
+    /// deduplication and the engine's claim make harmless.
+    pub async fn notify(&self, notification: Notification) -> Result<Notification, NotifyError> {
+        let notification = match self.store.create(&notification).await? {
+            Created::New => notification,
+            Created::Existing(stored) => {
+                if !matches!(stored.state, super::DeliveryState::Queued) {
+                    return Ok(stored);
+                }
+                stored
+            }
+        };
+        self.queue.enqueue(&notification.message()).await?;
+        tracing::info!(
+            notification = %notification.id,
+            source = %notification.source,
+            correlation_id = %notification.correlation_id,
+            conversation = %notification.target.conversation.id,
+            "notification queued"
+        );
+        Ok(notification)
+    }
+
+    /// The stored notifications among `ids`, by id (for `show` and status queries).
+    pub async fn find(
+        &self,
+        ids: &[NotificationId],
+    ) -> Result<HashMap<NotificationId, Notification>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self
+            .store
+            .get_many(ids)
+            .await?
+            .into_iter()
+            .map(|n| (n.id.clone(), n))
+            .collect())
+    }
+
+    pub fn store(&self) -> &Arc<dyn NotificationStore> {
+        &self.store
+    }
+}
