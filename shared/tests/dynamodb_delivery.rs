@@ -105,7 +105,12 @@ fn ttl(ended: DateTime<Utc>) -> AttributeValue {
 fn teams_reference() -> ConversationReference {
     serde_json::from_value(json!({
         "activityId": "1712345678901",
-        "user": {"id": "29:1abc", "name": "Zoë Ångström", "aadObjectId": "00000000-0000-0000-0000-000000000001", "userRole": "user"},
+        "user": {
+            "id": "29:1abc",
+            "name": "Zoë Ångström",
+            "aadObjectId": "00000000-0000-0000-0000-000000000001",
+            "userRole": "user"
+        },
         "bot": {"id": "28:bot-app-id", "name": "Jobs"},
         "conversation": {
             "id": "19:f00dfeed@thread.tacv2;messageid=1712345678901",
@@ -152,8 +157,7 @@ fn queued(name: &str) -> Notification {
 // --- create and get ------------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_created_notification_reads_back_unchanged_with_attachments_unicode_and_unknown_reference_fields()
- {
+async fn a_notification_reads_back_unchanged_with_attachments_unicode_and_unknown_fields() {
     let f = fixture("roundtrip").await;
     let notification = queued("job-7");
 
@@ -187,8 +191,7 @@ async fn a_created_notification_reads_back_unchanged_with_attachments_unicode_an
 }
 
 #[tokio::test]
-async fn creating_an_existing_id_returns_the_stored_notification_in_one_request_and_overwrites_nothing()
- {
+async fn creating_an_existing_id_returns_the_stored_one_in_one_request_and_overwrites_nothing() {
     let f = fixture("existing").await;
     let original = queued("job-8");
     f.store.create(&original).await.expect("create");

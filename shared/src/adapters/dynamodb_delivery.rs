@@ -5,11 +5,11 @@
 //!
 //! One string partition key, `pk`, whose prefix says what kind of item it is:
 //!
-//! | item                  | `pk`          | attributes                                                |
-//! |-----------------------|---------------|-----------------------------------------------------------|
-//! | notification          | `n#<id>`      | see below                                                 |
-//! | conversation send log | `rate#<key>`  | `sends` S, `version` N, `expiresAt` N                     |
-//! | tenant slot           | `slot#<key>`  | `nextFree` N, `expiresAt` N                               |
+//! | item                  | `pk`         | attributes                              |
+//! |-----------------------|--------------|-----------------------------------------|
+//! | notification          | `n#<id>`     | see below                               |
+//! | conversation send log | `rate#<key>` | `sends` S, `version` N, `expiresAt` N   |
+//! | tenant slot           | `slot#<key>` | `nextFree` N, `expiresAt` N             |
 //!
 //! A notification:
 //!
@@ -25,13 +25,16 @@
 //! | `attempts`       | N    | Connector calls made so far                                     |
 //! | `lastError`      | S    | the last transient error (while retrying, and once `gaveUp`)    |
 //! | `leaseUntil`     | N    | epoch ms, while `sending`: the deliverer's lease                |
-//! | `sentAt`         | N    | epoch ms, once `sent` (with `activityId` S when the channel gave one) |
-//! | `failedAt`       | N    | epoch ms, once `failed` (with `reason` S)                       |
+//! | `sentAt`         | N    | epoch ms, once `sent`                                           |
+//! | `activityId`     | S    | once `sent`, when the channel gave the activity an id           |
+//! | `failedAt`       | N    | epoch ms, once `failed`                                         |
+//! | `reason`         | S    | once `failed`: why                                              |
 //! | `gaveUpAt`       | N    | epoch ms, once `gaveUp`                                         |
-//! | `expiresAt`      | N    | epoch **seconds**: the TTL, only once `sent`, `failed` or `gaveUp` |
+//! | `expiresAt`      | N    | epoch **seconds**: the TTL; only `sent`, `failed`, `gaveUp`     |
 //!
 //! A send log's `sends` are epoch milliseconds, comma-separated, ascending; its `version`
-//! counts the writes. A slot's `nextFree` is epoch milliseconds.
+//! counts the writes; it expires `keep_for` after its last write. A slot's `nextFree` is epoch
+//! milliseconds; it expires a few minutes after that.
 //!
 //! # Why this shape
 //!
@@ -136,6 +139,14 @@ pub struct DynamoDeliveryStore {
     slot_hints: Mutex<HashMap<String, SlotCase>>,
 }
 
+/// What one conditional slot write did.
+enum SlotTry {
+    /// The slot at this time is the caller's.
+    Took(i64),
+    /// The condition did not hold; the stored `nextFree` (none: no slot item yet) says why.
+    Refused(Option<i64>),
+}
+
 /// The two shapes of a slot reservation (see [`DynamoDeliveryStore::reserve_slot`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlotCase {
@@ -192,8 +203,7 @@ impl DynamoDeliveryStore {
         hints.insert(key.to_owned(), case);
     }
 
-    /// One conditional write of `case`: `Ok(Ok(slot))` when it took a slot, `Ok(Err(next
-    /// free))` when the condition failed (`None`: no slot item, or one without `nextFree`).
+    /// One conditional write of `case`.
     async fn try_slot(
         &self,
         key: &HashMap<String, AttributeValue>,
@@ -201,7 +211,7 @@ impl DynamoDeliveryStore {
         interval: i64,
         not_before: i64,
         latest: i64,
-    ) -> Result<Result<i64, Option<i64>>, StoreError> {
+    ) -> Result<SlotTry, StoreError> {
         // Outlives the next free slot whichever case wins (that is at most latest + interval).
         let expires_at = seconds_up(latest + interval) + SLOT_KEEP_SECS;
         let request = self
@@ -229,7 +239,7 @@ impl DynamoDeliveryStore {
         };
         match request.send().await {
             Ok(output) => match case {
-                SlotCase::Idle => Ok(Ok(not_before)),
+                SlotCase::Idle => Ok(SlotTry::Took(not_before)),
                 SlotCase::Busy => {
                     let next: i64 = output
                         .attributes()
@@ -239,7 +249,7 @@ impl DynamoDeliveryStore {
                             key: pk_of(key),
                             detail,
                         })?;
-                    Ok(Ok(next - interval))
+                    Ok(SlotTry::Took(next - interval))
                 }
             },
             Err(error) => match error.as_service_error() {
@@ -247,12 +257,12 @@ impl DynamoDeliveryStore {
                     match refusal.item() {
                         Some(item) if item.contains_key(attr::NEXT_FREE) => Attributes(item)
                             .number(attr::NEXT_FREE)
-                            .map(|next| Err(Some(next)))
+                            .map(|next| SlotTry::Refused(Some(next)))
                             .map_err(|detail| StoreError::Corrupt {
                                 key: pk_of(key),
                                 detail,
                             }),
-                        _ => Ok(Err(None)),
+                        _ => Ok(SlotTry::Refused(None)),
                     }
                 }
                 _ => Err(self.unavailable("UpdateItem", error)),
@@ -868,11 +878,11 @@ impl RateLimitStore for DynamoDeliveryStore {
                 .try_slot(&item_key, case, interval, not_before, latest)
                 .await?
             {
-                Ok(slot) => {
+                SlotTry::Took(slot) => {
                     self.remember_slot_case(key, case);
                     return Ok(Slot::Reserved(slot));
                 }
-                Err(stored) => next_free = stored,
+                SlotTry::Refused(stored) => next_free = stored,
             }
             case = match next_free {
                 None => SlotCase::Idle,
