@@ -5,13 +5,14 @@ template.yaml is the single source of truth for the shape of the table and the q
 script reads it and creates, with boto3, every ``AWS::DynamoDB::Table`` (attribute
 definitions, key schema, secondary indexes, billing mode, then TTL) and every
 ``AWS::SQS::Queue`` (its attributes, a RedrivePolicy pointing at the created dead-letter
-queue), named ``{prefix}-{LogicalId}``. Every other resource type, and every other section
+queue), named ``{prefix}-{LogicalId}`` (plus ``.fifo`` for a FIFO queue, as SQS requires; a
+RedrivePolicy then points at the dead-letter queue's real ``.fifo`` ARN). Every other resource type, and every other section
 of the template (parameters, functions, API, outputs), is ignored.
 
 It is idempotent (a resource that already exists is fine) and prints one JSON object mapping
 each created logical id to its table name or queue URL, e.g.
 
-    {"JobsTable": "dev-JobsTable", "CompletionsQueue": "http://127.0.0.1:5000/...", ...}
+    {"DeliveryTable": "dev-DeliveryTable", "NotificationsQueue": "http://127.0.0.1:5000/...", ...}
 
 Usage:
     python3 scripts/local_resources.py --endpoint-url http://127.0.0.1:5000 \

@@ -1,5 +1,6 @@
-//! Adapters of the job ports: in memory (local runner, unit tests), DynamoDB and SQS.
+//! Adapters of the ports: in memory (local runner, unit tests), DynamoDB and SQS.
 
 pub mod dynamodb;
+pub mod dynamodb_delivery;
 pub mod memory;
 pub mod sqs;

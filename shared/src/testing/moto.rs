@@ -1,6 +1,7 @@
 //! A moto server for integration tests: DynamoDB and SQS over their real wire protocols, on
-//! 127.0.0.1, with the table and queues created from `template.yaml` by
-//! `scripts/local_resources.py` (so the template stays the single source of truth).
+//! 127.0.0.1, with the tables and queues created from `template.yaml` by
+//! `scripts/local_resources.py` (so the template stays the single source of truth): the jobs
+//! table, the delivery table, and the notifications FIFO queue with its dead-letter queue.
 //!
 //! ```text
 //! let moto = MotoServer::shared();
@@ -46,13 +47,18 @@ pub struct MotoServer {
     keepalive: Mutex<Option<ChildStdin>>,
 }
 
-/// The table and queues of `template.yaml`, created on moto for one test.
+/// The tables and queues of `template.yaml`, created on moto for one test.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalResources {
-    /// The unique prefix of every name (`{prefix}-{LogicalId}`).
+    /// The unique prefix of every name (`{prefix}-{LogicalId}`, plus `.fifo` for a FIFO queue).
     pub prefix: String,
+    /// `JobsTable`: the jobs.
     pub table_name: String,
+    /// `DeliveryTable`: notifications and rate-limit state.
+    pub delivery_table_name: String,
+    /// `NotificationsQueue` (FIFO).
     pub queue_url: String,
+    /// `NotificationsDeadLetterQueue` (FIFO).
     pub dead_letter_queue_url: String,
     /// Every created resource: logical id → table name or queue URL.
     pub all: BTreeMap<String, String>,
@@ -105,7 +111,7 @@ impl MotoServer {
         (config, RequestCounter::default())
     }
 
-    /// Creates the template's table and queues under a fresh prefix derived from `prefix`
+    /// Creates the template's tables and queues under a fresh prefix derived from `prefix`
     /// (kept short: SQS names are limited to 80 characters).
     ///
     /// # Panics
@@ -175,8 +181,9 @@ impl MotoServer {
         LocalResources {
             prefix: unique.clone(),
             table_name: take("JobsTable"),
-            queue_url: take("CompletionsQueue"),
-            dead_letter_queue_url: take("CompletionsDeadLetterQueue"),
+            delivery_table_name: take("DeliveryTable"),
+            queue_url: take("NotificationsQueue"),
+            dead_letter_queue_url: take("NotificationsDeadLetterQueue"),
             all: all.clone(),
         }
     }
