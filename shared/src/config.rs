@@ -113,18 +113,24 @@ impl Settings {
         };
         let max_receives = match get("DELIVERY_MAX_RECEIVES") {
             None => 100,
-            Some(value) => value.parse().ok().filter(|n| *n > 0).ok_or(ConfigError::Invalid {
-                name: "DELIVERY_MAX_RECEIVES",
-                expected: "a positive number (the queue's maxReceiveCount)",
-                value,
-            })?,
+            Some(value) => value
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(ConfigError::Invalid {
+                    name: "DELIVERY_MAX_RECEIVES",
+                    expected: "a positive number (the queue's maxReceiveCount)",
+                    value,
+                })?,
         };
         let limits_from = |name: &'static str, value: String| {
-            value.parse::<ChannelLimits>().map_err(|_| ConfigError::Invalid {
-                name,
-                expected: "limits like conversation=7/1s,8/2s;tenant=50/1s",
-                value,
-            })
+            value
+                .parse::<ChannelLimits>()
+                .map_err(|_| ConfigError::Invalid {
+                    name,
+                    expected: "limits like conversation=7/1s,8/2s;tenant=50/1s",
+                    value,
+                })
         };
         let mut limits = LimitsConfig::default();
         if let Some(value) = get("RATE_LIMITS") {
@@ -138,7 +144,9 @@ impl Settings {
                 _ => "RATE_LIMITS_EMULATOR",
             };
             if let Some(value) = get(name) {
-                limits.by_channel.insert(channel.to_owned(), limits_from(name, value)?);
+                limits
+                    .by_channel
+                    .insert(channel.to_owned(), limits_from(name, value)?);
             }
         }
         let job_retention_days = match get("JOB_RETENTION_DAYS") {
@@ -190,7 +198,9 @@ mod tests {
 
     #[test]
     fn aws_needs_every_table_and_queue() {
-        let error = settings(&[("JOBS_TABLE_NAME", "t")]).unwrap_err().to_string();
+        let error = settings(&[("JOBS_TABLE_NAME", "t")])
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("DELIVERY_TABLE_NAME"), "{error}");
         let s = settings(&[
             ("JOBS_TABLE_NAME", "t"),
@@ -225,7 +235,9 @@ mod tests {
         assert!(s.limits.for_channel("msteams").tenant.is_empty());
         assert_eq!(s.limits.for_channel("webchat").tenant.len(), 1);
         assert_eq!(s.max_receives, 7);
-        let error = settings(&[("RATE_LIMITS", "lots")]).unwrap_err().to_string();
+        let error = settings(&[("RATE_LIMITS", "lots")])
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("RATE_LIMITS"), "{error}");
         assert!(settings(&[("DELIVERY_MAX_RECEIVES", "0")]).is_err());
     }

@@ -18,11 +18,11 @@
 //! twice: the notification's id makes its creation idempotent and its delivery is claimed
 //! once.
 
-use std::fmt;
-use std::str::FromStr;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
 
 use crate::delivery::NotificationId;
 use crate::schema::{ChannelAccount, ConversationReference};

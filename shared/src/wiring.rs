@@ -83,7 +83,11 @@ impl Ports {
             jobs: Arc::new(DynamoJobStore::new(dynamodb, jobs_table.clone(), retention)),
             notifications: delivery.clone(),
             limits: delivery,
-            queue: Arc::new(SqsQueue::new(sqs, queue_url.clone(), dead_letter_queue_url.clone())),
+            queue: Arc::new(SqsQueue::new(
+                sqs,
+                queue_url.clone(),
+                dead_letter_queue_url.clone(),
+            )),
         })
     }
 }
@@ -140,10 +144,15 @@ impl Services {
         settings: &Settings,
         ports: Ports,
     ) -> Result<Services, ConfigError> {
-        Self::with_limits(auth, settings.limits.clone(), EngineConfig {
-            max_receives: settings.max_receives,
-            ..EngineConfig::default()
-        }, ports)
+        Self::with_limits(
+            auth,
+            settings.limits.clone(),
+            EngineConfig {
+                max_receives: settings.max_receives,
+                ..EngineConfig::default()
+            },
+            ports,
+        )
     }
 
     /// [`Services::with_ports`] with explicit limits and engine settings.
@@ -160,8 +169,15 @@ impl Services {
             ..ConnectorConfig::default()
         })
         .map_err(|e| ConfigError::Http(e.to_string()))?;
-        let notifier = Arc::new(Notifier::new(ports.notifications.clone(), ports.queue.clone()));
-        let bot = Arc::new(Bot::new(ports.jobs.clone(), notifier.clone(), connector.clone()));
+        let notifier = Arc::new(Notifier::new(
+            ports.notifications.clone(),
+            ports.queue.clone(),
+        ));
+        let bot = Arc::new(Bot::new(
+            ports.jobs.clone(),
+            notifier.clone(),
+            connector.clone(),
+        ));
         let engine = Arc::new(DeliveryEngine::new(
             ports.notifications.clone(),
             RateLimiter::new(ports.limits, limits),

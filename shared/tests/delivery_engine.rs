@@ -13,8 +13,7 @@ use proactive_bot::auth::AuthConfig;
 use proactive_bot::delivery::consumer::{QueueConsumer, consume, sqs_record};
 use proactive_bot::delivery::limits::LimitsConfig;
 use proactive_bot::delivery::{
-    Content, Decision, Delivered, DeliveryState, EngineConfig, Notification, NotificationId,
-    NotificationStore, Source,
+    Content, Decision, Delivered, DeliveryState, EngineConfig, Notification, NotificationId, Source,
 };
 use proactive_bot::schema::{ChannelAccount, ConversationAccount, ConversationReference};
 use proactive_bot::testing::connector::{ConnectorStandIn, ScriptedResponse};
@@ -118,7 +117,12 @@ impl Fixture {
 
     async fn notify(&self, id: &str, conversation: &str) -> NotificationId {
         let notification = self.notification(id, conversation);
-        self.services.notifier.notify(notification).await.unwrap().id
+        self.services
+            .notifier
+            .notify(notification)
+            .await
+            .unwrap()
+            .id
     }
 
     async fn stored(&self, id: &NotificationId) -> Notification {
@@ -132,7 +136,9 @@ impl Fixture {
             let stored = self.stored(id).await;
             if matches!(
                 stored.state,
-                DeliveryState::Sent { .. } | DeliveryState::Failed { .. } | DeliveryState::GaveUp { .. }
+                DeliveryState::Sent { .. }
+                    | DeliveryState::Failed { .. }
+                    | DeliveryState::GaveUp { .. }
             ) {
                 return stored;
             }
@@ -161,8 +167,16 @@ async fn every_permanent_answer_fails_the_notification_at_once_with_its_reason()
         (400, None, "400"),
         (404, Some("ConversationNotFound"), "ConversationNotFound"),
         (413, None, "413"),
-        (403, Some("BotNotInConversationRoster"), "BotNotInConversationRoster"),
-        (403, Some("ConversationBlockedByUser"), "ConversationBlockedByUser"),
+        (
+            403,
+            Some("BotNotInConversationRoster"),
+            "BotNotInConversationRoster",
+        ),
+        (
+            403,
+            Some("ConversationBlockedByUser"),
+            "ConversationBlockedByUser",
+        ),
         (403, Some("BotDisabledByAdmin"), "BotDisabledByAdmin"),
         (403, Some("NotEnoughPermissions"), "NotEnoughPermissions"),
         (302, None, "302"),
@@ -172,7 +186,9 @@ async fn every_permanent_answer_fails_the_notification_at_once_with_its_reason()
         f.connector
             .script(ScriptedResponse::status(status, body.as_deref()));
         let before = f.connector.requests().len();
-        let id = f.notify(&format!("p{n}"), &format!("conversation-{n}")).await;
+        let id = f
+            .notify(&format!("p{n}"), &format!("conversation-{n}"))
+            .await;
         let stored = f.settled(&id).await;
         match &stored.state {
             DeliveryState::Failed { reason, .. } => {
@@ -181,9 +197,16 @@ async fn every_permanent_answer_fails_the_notification_at_once_with_its_reason()
             other => panic!("{status}: {other:?}"),
         }
         assert_eq!(stored.attempts, 1, "{status}");
-        assert_eq!(f.connector.requests().len(), before + 1, "{status}: one request, no retry");
+        assert_eq!(
+            f.connector.requests().len(),
+            before + 1,
+            "{status}: one request, no retry"
+        );
     }
-    assert!(f.queue.dead_letters().is_empty(), "failed is final, not dead-lettered");
+    assert!(
+        f.queue.dead_letters().is_empty(),
+        "failed is final, not dead-lettered"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(f.queue.is_empty(), "every message was deleted");
 }
@@ -195,13 +218,23 @@ async fn unauthorised_answers_refresh_the_token_once_then_fail_or_succeed() {
     f.connector.script(ScriptedResponse::status(401, None));
     let id = f.notify("twice-401", "c401").await;
     let stored = f.settled(&id).await;
-    assert!(matches!(stored.state, DeliveryState::Failed { ref reason, .. } if reason.contains("401")), "{stored:?}");
-    assert_eq!(f.connector.requests().len(), 2, "one retry with a fresh token, no more");
+    assert!(
+        matches!(stored.state, DeliveryState::Failed { ref reason, .. } if reason.contains("401")),
+        "{stored:?}"
+    );
+    assert_eq!(
+        f.connector.requests().len(),
+        2,
+        "one retry with a fresh token, no more"
+    );
 
     f.connector.clear();
     f.connector.script(ScriptedResponse::status(403, None));
     let id = f.notify("403-then-ok", "c403").await;
-    assert!(matches!(f.settled(&id).await.state, DeliveryState::Sent { .. }));
+    assert!(matches!(
+        f.settled(&id).await.state,
+        DeliveryState::Sent { .. }
+    ));
     assert_eq!(f.connector.requests().len(), 2);
 }
 
@@ -212,7 +245,10 @@ async fn a_refused_or_unbuildable_service_url_fails_without_a_request() {
     notification.target.service_url = "not a url".into();
     let id = f.services.notifier.notify(notification).await.unwrap().id;
     let stored = f.settled(&id).await;
-    assert!(matches!(stored.state, DeliveryState::Failed { .. }), "{stored:?}");
+    assert!(
+        matches!(stored.state, DeliveryState::Failed { .. }),
+        "{stored:?}"
+    );
     assert!(f.connector.requests().is_empty());
 }
 
@@ -222,7 +258,10 @@ async fn a_transient_500_is_retried_and_the_user_still_hears() {
     f.connector.script(ScriptedResponse::status(500, None));
     let id = f.notify("after-a-500", "c").await;
     let stored = f.settled(&id).await;
-    assert!(matches!(stored.state, DeliveryState::Sent { .. }), "{stored:?}");
+    assert!(
+        matches!(stored.state, DeliveryState::Sent { .. }),
+        "{stored:?}"
+    );
     assert_eq!(stored.attempts, 2);
     assert_eq!(f.texts(), vec!["after-a-500", "after-a-500"]);
 }
@@ -231,12 +270,14 @@ async fn a_transient_500_is_retried_and_the_user_still_hears() {
 async fn every_transient_answer_is_retried() {
     let f = fixture(Options::default()).await;
     for (n, status) in [408u16, 412, 429, 502, 503, 504].into_iter().enumerate() {
-        f.connector.script(
-            ScriptedResponse::status(status, None).with_header("Retry-After", "0"),
-        );
+        f.connector
+            .script(ScriptedResponse::status(status, None).with_header("Retry-After", "0"));
         let id = f.notify(&format!("t{n}"), &format!("ct{n}")).await;
         let stored = f.settled(&id).await;
-        assert!(matches!(stored.state, DeliveryState::Sent { .. }), "{status}: {stored:?}");
+        assert!(
+            matches!(stored.state, DeliveryState::Sent { .. }),
+            "{status}: {stored:?}"
+        );
         assert_eq!(stored.attempts, 2, "{status}");
     }
     // A timeout (the stand-in answers after the client gave up) is transient too: covered by
@@ -274,7 +315,11 @@ async fn server_errors_are_given_up_after_three_attempts_and_dead_lettered() {
     }
     assert_eq!(stored.attempts, 3);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(f.queue.dead_letters().len(), 1, "its message waits in the DLQ");
+    assert_eq!(
+        f.queue.dead_letters().len(),
+        1,
+        "its message waits in the DLQ"
+    );
     assert!(f.queue.is_empty());
     assert_eq!(f.connector.requests().len(), 3);
 
@@ -294,8 +339,10 @@ async fn server_errors_are_given_up_after_three_attempts_and_dead_lettered() {
 #[tokio::test]
 async fn retry_after_one_second_is_honoured_within_seconds_not_minutes() {
     let f = fixture(Options::default()).await;
-    f.connector
-        .script(ScriptedResponse::status(429, Some(&error_body("Throttled"))).with_header("Retry-After", "1"));
+    f.connector.script(
+        ScriptedResponse::status(429, Some(&error_body("Throttled")))
+            .with_header("Retry-After", "1"),
+    );
     let id = f.notify("throttled", "c").await;
     let stored = f.settled(&id).await;
     assert!(matches!(stored.state, DeliveryState::Sent { .. }));
@@ -331,7 +378,8 @@ async fn a_later_notification_never_overtakes_an_earlier_one_being_retried() {
     let f = fixture(Options::default()).await;
     // The first send to "a" fails twice; "a"'s later notifications, queued behind it (and
     // received in later batches), must wait; "b" proceeds meanwhile.
-    f.connector.script(ScriptedResponse::status(503, None).with_header("Retry-After", "1"));
+    f.connector
+        .script(ScriptedResponse::status(503, None).with_header("Retry-After", "1"));
     let mut ids = Vec::new();
     for n in 1..=6 {
         ids.push(f.notify(&format!("a{n}"), "a").await);
@@ -340,13 +388,27 @@ async fn a_later_notification_never_overtakes_an_earlier_one_being_retried() {
         }
     }
     for id in &ids {
-        assert!(matches!(f.settled(id).await.state, DeliveryState::Sent { .. }));
+        assert!(matches!(
+            f.settled(id).await.state,
+            DeliveryState::Sent { .. }
+        ));
     }
     let texts = f.texts();
-    let a: Vec<&str> = texts.iter().map(String::as_str).filter(|t| t.starts_with('a')).collect();
-    assert_eq!(a, vec!["a1", "a1", "a2", "a3", "a4", "a5", "a6"], "{texts:?}");
+    let a: Vec<&str> = texts
+        .iter()
+        .map(String::as_str)
+        .filter(|t| t.starts_with('a'))
+        .collect();
+    assert_eq!(
+        a,
+        vec!["a1", "a1", "a2", "a3", "a4", "a5", "a6"],
+        "{texts:?}"
+    );
     let b = texts.iter().position(|t| t == "b1").unwrap();
-    assert!(b < texts.iter().rposition(|t| t == "a1").unwrap(), "b was not held up by a: {texts:?}");
+    assert!(
+        b < texts.iter().rposition(|t| t == "a1").unwrap(),
+        "b was not held up by a: {texts:?}"
+    );
 }
 
 #[tokio::test]
@@ -375,7 +437,10 @@ async fn the_last_allowed_receive_gives_up_with_the_last_error() {
 async fn a_redriven_notification_that_was_already_sent_is_not_sent_again() {
     let f = fixture(Options::default()).await;
     let id = f.notify("sent-once", "c").await;
-    assert!(matches!(f.settled(&id).await.state, DeliveryState::Sent { .. }));
+    assert!(matches!(
+        f.settled(&id).await.state,
+        DeliveryState::Sent { .. }
+    ));
     // Its message lands in the DLQ anyway (an operator moved it, a crash after the send).
     let copy = f.stored(&id).await.message();
     let records = [sqs_record("dlq-copy", &copy.to_body())];
@@ -406,8 +471,13 @@ async fn a_crash_between_send_and_record_sends_at_most_one_duplicate() {
         .claim(&id, now, now + chrono::Duration::milliseconds(300))
         .await
         .unwrap();
-    assert!(matches!(claimed, proactive_bot::delivery::Claim::Claimed(_)));
-    let activity = f.reference("c").address(Content::text("crashy").to_activity());
+    assert!(matches!(
+        claimed,
+        proactive_bot::delivery::Claim::Claimed(_)
+    ));
+    let activity = f
+        .reference("c")
+        .address(Content::text("crashy").to_activity());
     proactive_bot::connector::ConnectorClient::new(Default::default())
         .unwrap()
         .send_to_conversation(&activity)
@@ -415,7 +485,11 @@ async fn a_crash_between_send_and_record_sends_at_most_one_duplicate() {
         .unwrap();
 
     // The message comes back after its visibility timeout; the lease has lapsed by then.
-    let consumer = tokio::spawn(consume(f.services.engine.clone(), f.services.queue.clone(), 1));
+    let consumer = tokio::spawn(consume(
+        f.services.engine.clone(),
+        f.services.queue.clone(),
+        1,
+    ));
     let stored = f.settled(&id).await;
     assert!(matches!(stored.state, DeliveryState::Sent { .. }));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -454,12 +528,16 @@ async fn each_log_line_of_a_delivery_carries_its_own_ids() {
     let f = fixture(Options::default()).await;
     // Slow answers, so deliveries of different conversations interleave.
     for _ in 0..6 {
-        f.connector.script(ScriptedResponse::status(200, Some(r#"{"id":"x"}"#)).delayed(Duration::from_millis(50)));
+        f.connector.script(
+            ScriptedResponse::status(200, Some(r#"{"id":"x"}"#)).delayed(Duration::from_millis(50)),
+        );
     }
     let mut expected = Vec::new();
     for n in 1..=6 {
         let mut notification = f.notification(&format!("job-{n}00000-1"), &format!("conv-{n}"));
-        notification.source = Source::Job { number: n * 100_000 };
+        notification.source = Source::Job {
+            number: n * 100_000,
+        };
         let stored = f.services.notifier.notify(notification).await.unwrap();
         expected.push(stored);
     }
@@ -478,7 +556,10 @@ async fn each_log_line_of_a_delivery_carries_its_own_ids() {
             "{line}"
         );
         if line.contains("source=") {
-            assert!(line.contains(&format!("source={}", notification.source)), "{line}");
+            assert!(
+                line.contains(&format!("source={}", notification.source)),
+                "{line}"
+            );
         }
         for other in expected.iter().filter(|n| n.id != notification.id) {
             assert!(!line.contains(other.id.as_str()), "{line}");
@@ -487,7 +568,9 @@ async fn each_log_line_of_a_delivery_carries_its_own_ids() {
     }
     assert!(checked >= 6, "{text}");
     assert!(
-        text.lines().filter(|l| l.contains("notification sent")).all(|l| l.contains("source=job:")),
+        text.lines()
+            .filter(|l| l.contains("notification sent"))
+            .all(|l| l.contains("source=job:")),
         "{text}"
     );
 }

@@ -4,11 +4,10 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use proactive_bot::adapters::dynamodb::DynamoJobStore;
-use proactive_bot::jobs::{
-    CompleteOutcome, DeliveryOutcome, Job, JobNumber, JobStatus, JobStore, StoreError,
-};
+use proactive_bot::delivery::NotificationId;
+use proactive_bot::jobs::{CompleteOutcome, Job, JobNumber, JobStatus, JobStore, StoreError};
 use proactive_bot::schema::ConversationReference;
 use proactive_bot::testing::moto::{self, MotoServer, RequestCounter};
 use serde_json::json;
@@ -184,7 +183,7 @@ async fn an_item_missing_its_reference_is_reported_corrupt_without_a_panic() {
     // A completion of it is refused the same way, and listing leaves it out.
     assert!(matches!(
         f.store
-            .complete_if_running(number(424_242), at(T0), at(T0 + 1))
+            .complete(number(424_242), &notification("n"), at(T0))
             .await,
         Err(StoreError::Corrupt { .. })
     ));
@@ -231,8 +230,12 @@ async fn listing_25_jobs_with_limit_10_returns_the_10_most_recent_in_order_by_qu
     assert_eq!((none.jobs.len(), none.total), (0, 25));
 }
 
+fn notification(id: &str) -> NotificationId {
+    NotificationId::parse(id).expect("a notification id")
+}
+
 #[tokio::test]
-async fn completing_a_running_job_leases_it_in_one_request() {
+async fn completing_a_running_job_records_its_notification_and_ttl_in_one_request() {
     let f = fixture("complete").await;
     let job = teams_job(400_001, T0);
     f.store.create(&job).await.expect("create");
@@ -240,7 +243,7 @@ async fn completing_a_running_job_leases_it_in_one_request() {
     f.counter.reset();
     let outcome = f
         .store
-        .complete_if_running(job.number, at(T0 + 10_000), at(T0 + 70_000))
+        .complete(job.number, &notification("job-400001-1"), at(T0 + 10_000))
         .await
         .expect("complete");
 
@@ -249,10 +252,9 @@ async fn completing_a_running_job_leases_it_in_one_request() {
     let CompleteOutcome::Completed(completed) = outcome else {
         panic!("expected Completed, got {outcome:?}");
     };
-    let expected = JobStatus::Completing {
+    let expected = JobStatus::Complete {
         completed_at: at(T0 + 10_000),
-        lease_until: at(T0 + 70_000),
-        attempts: 1,
+        notification: notification("job-400001-1"),
     };
     assert_eq!(completed.status, expected);
     assert_eq!(completed.reference, job.reference);
@@ -265,204 +267,60 @@ async fn completing_a_running_job_leases_it_in_one_request() {
             .status,
         expected
     );
+    let item = f.raw_item(job.number).await;
+    let expires: i64 = match item.get("expiresAt") {
+        Some(AttributeValue::N(n)) => n.parse().unwrap(),
+        other => panic!("no TTL: {other:?}"),
+    };
+    assert_eq!(
+        expires,
+        (at(T0 + 10_000) + DynamoJobStore::DEFAULT_RETENTION).timestamp(),
+        "epoch seconds: completion + retention"
+    );
 }
 
 #[tokio::test]
-async fn completing_under_a_live_lease_is_already_complete_in_one_request() {
-    let f = fixture("live-lease").await;
+async fn completing_twice_is_already_complete_in_one_request_and_keeps_the_first() {
+    let f = fixture("twice").await;
     let job = teams_job(400_002, T0);
     f.store.create(&job).await.expect("create");
     f.store
-        .complete_if_running(job.number, at(T0 + 10_000), at(T0 + 70_000))
+        .complete(job.number, &notification("first"), at(T0 + 10_000))
         .await
         .expect("complete");
 
     f.counter.reset();
     let outcome = f
         .store
-        .complete_if_running(job.number, at(T0 + 20_000), at(T0 + 80_000))
+        .complete(job.number, &notification("second"), at(T0 + 20_000))
         .await
         .expect("complete again");
-
     assert_eq!(f.counter.total(), 1, "{:?}", f.counter.snapshot());
     let CompleteOutcome::AlreadyComplete(stored) = outcome else {
         panic!("expected AlreadyComplete, got {outcome:?}");
     };
-    assert_eq!(
-        stored.status,
-        JobStatus::Completing {
-            completed_at: at(T0 + 10_000),
-            lease_until: at(T0 + 70_000),
-            attempts: 1,
-        }
-    );
-}
-
-#[tokio::test]
-async fn an_expired_lease_is_taken_over_keeping_completed_at_and_counting_the_attempt() {
-    let f = fixture("takeover").await;
-    let job = teams_job(400_003, T0);
-    f.store.create(&job).await.expect("create");
-    f.store
-        .complete_if_running(job.number, at(T0 + 10_000), at(T0 + 70_000))
-        .await
-        .expect("complete");
-
-    f.counter.reset();
-    let outcome = f
-        .store
-        .complete_if_running(job.number, at(T0 + 100_000), at(T0 + 160_000))
-        .await
-        .expect("take over");
-
-    assert_eq!(f.counter.total(), 1, "{:?}", f.counter.snapshot());
-    let CompleteOutcome::Completed(taken) = outcome else {
-        panic!("expected a takeover, got {outcome:?}");
-    };
-    assert_eq!(
-        taken.status,
-        JobStatus::Completing {
-            completed_at: at(T0 + 10_000),
-            lease_until: at(T0 + 160_000),
-            attempts: 2,
-        }
-    );
+    assert_eq!(stored.status.notification(), Some(&notification("first")));
 }
 
 #[tokio::test]
 async fn completing_an_unknown_number_is_not_found_in_one_request_and_creates_nothing() {
-    let f = fixture("not-found").await;
-
-    let outcome = f
-        .store
-        .complete_if_running(number(400_404), at(T0), at(T0 + 60_000))
-        .await
-        .expect("complete");
-
-    assert_eq!(outcome, CompleteOutcome::NotFound);
-    assert_eq!(f.counter.total(), 1, "{:?}", f.counter.snapshot());
-    assert_eq!(f.store.get(number(400_404)).await.expect("get"), None);
-}
-
-#[tokio::test]
-async fn recording_a_notification_finishes_the_job_and_sets_its_ttl_to_finish_plus_retention() {
-    let f = fixture("notified").await;
-    let job = teams_job(500_001, T0);
-    f.store.create(&job).await.expect("create");
-    f.store
-        .complete_if_running(job.number, at(T0 + 10_000), at(T0 + 70_000))
-        .await
-        .expect("complete");
-
+    let f = fixture("complete-unknown").await;
     f.counter.reset();
-    f.store
-        .record_delivery(job.number, DeliveryOutcome::Notified, at(T0 + 12_345))
-        .await
-        .expect("record");
-
-    assert_eq!(f.counter.total(), 1, "{:?}", f.counter.snapshot());
-    let stored = f.store.get(job.number).await.expect("get").expect("job");
-    assert_eq!(
-        stored.status,
-        JobStatus::Notified {
-            completed_at: at(T0 + 10_000),
-            notified_at: at(T0 + 12_345),
-        }
-    );
-    let item = f.raw_item(job.number).await;
-    let expected = (at(T0 + 12_345) + Duration::days(30)).timestamp();
-    assert_eq!(item["expiresAt"], AttributeValue::N(expected.to_string()));
-    assert!(!item.contains_key("leaseUntil"));
-    // Finished: a redelivered completion finds it already complete.
-    assert!(matches!(
-        f.store
-            .complete_if_running(job.number, at(T0 + 999_000), at(T0 + 999_999))
-            .await,
-        Ok(CompleteOutcome::AlreadyComplete(_))
-    ));
-}
-
-#[tokio::test]
-async fn a_second_record_delivery_changes_nothing() {
-    let f = fixture("second-record").await;
-    let job = teams_job(500_002, T0);
-    f.store.create(&job).await.expect("create");
-    f.store
-        .complete_if_running(job.number, at(T0 + 10_000), at(T0 + 70_000))
-        .await
-        .expect("complete");
-    f.store
-        .record_delivery(job.number, DeliveryOutcome::Notified, at(T0 + 11_000))
-        .await
-        .expect("record");
-    let before = f.raw_item(job.number).await;
-
-    f.store
-        .record_delivery(
-            job.number,
-            DeliveryOutcome::Failed {
-                reason: "late report".into(),
-            },
-            at(T0 + 50_000),
-        )
-        .await
-        .expect("a late report is not an error");
-    f.store
-        .record_delivery(job.number, DeliveryOutcome::Notified, at(T0 + 60_000))
-        .await
-        .expect("a repeated report is not an error");
-
-    assert_eq!(f.raw_item(job.number).await, before);
-}
-
-#[tokio::test]
-async fn record_delivery_does_nothing_to_a_running_or_unknown_job_and_records_failures() {
-    let f = fixture("record-failed").await;
-    let job = teams_job(500_003, T0);
-    f.store.create(&job).await.expect("create");
-
-    f.store
-        .record_delivery(job.number, DeliveryOutcome::Notified, at(T0 + 1_000))
-        .await
-        .expect("record on a running job");
     assert_eq!(
         f.store
-            .get(job.number)
+            .complete(number(777_777), &notification("n"), at(T0))
             .await
-            .expect("get")
-            .expect("job")
-            .status,
-        JobStatus::Running
+            .expect("complete"),
+        CompleteOutcome::NotFound
     );
-    f.store
-        .record_delivery(number(500_404), DeliveryOutcome::Notified, at(T0))
-        .await
-        .expect("record on an unknown job");
-    assert_eq!(f.store.get(number(500_404)).await.expect("get"), None);
+    assert_eq!(f.counter.total(), 1);
+    assert_eq!(f.store.get(number(777_777)).await.expect("get"), None);
+}
 
-    f.store
-        .complete_if_running(job.number, at(T0 + 10_000), at(T0 + 70_000))
-        .await
-        .expect("complete");
-    f.store
-        .record_delivery(
-            job.number,
-            DeliveryOutcome::Failed {
-                reason: "the bot was removed from the conversation".into(),
-            },
-            at(T0 + 20_000),
-        )
-        .await
-        .expect("record");
-    let stored = f.store.get(job.number).await.expect("get").expect("job");
-    assert_eq!(
-        stored.status,
-        JobStatus::Failed {
-            completed_at: at(T0 + 10_000),
-            reason: "the bot was removed from the conversation".into(),
-        }
-    );
-    let item = f.raw_item(job.number).await;
-    let expected = (at(T0 + 20_000) + Duration::days(30)).timestamp();
-    assert_eq!(item["expiresAt"], AttributeValue::N(expected.to_string()));
+#[tokio::test]
+async fn running_jobs_never_expire() {
+    let f = fixture("no-ttl").await;
+    let job = teams_job(400_003, T0);
+    f.store.create(&job).await.expect("create");
+    assert!(!f.raw_item(job.number).await.contains_key("expiresAt"));
 }

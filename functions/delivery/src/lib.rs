@@ -5,8 +5,8 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
 use proactive_bot::config::Settings;
-use proactive_bot::delivery::consumer::{QueueControl, handle_event};
 use proactive_bot::delivery::DeliveryEngine;
+use proactive_bot::delivery::consumer::{QueueControl, handle_event};
 use proactive_bot::wiring::Services;
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -123,9 +123,13 @@ async fn the_mixed_batch_sends_once_and_acknowledges_the_duplicate_and_the_malfo
     let connector = ConnectorStandIn::start().await;
     let services = services_with_notification(&connector).await;
     let control = RecordingControl::default();
-    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-mixed-batch.json"))
-        .await
-        .unwrap();
+    let response = delivery::handle(
+        &services.engine,
+        &control,
+        sqs_event("sqs-mixed-batch.json"),
+    )
+    .await
+    .unwrap();
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
     assert_eq!(connector.requests().len(), 1, "the duplicate sent nothing");
     assert!(control.visibility.lock().unwrap().is_empty());
@@ -139,9 +143,13 @@ async fn a_throttled_batch_comes_back_when_the_channel_says_in_order() {
     // The channel is throttling: the valid record must be retried after Retry-After, and its
     // duplicate (same conversation, after it) with it; the malformed record is not retried.
     connector.script(ScriptedResponse::status(429, None).with_header("Retry-After", "1"));
-    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-mixed-batch.json"))
-        .await
-        .unwrap();
+    let response = delivery::handle(
+        &services.engine,
+        &control,
+        sqs_event("sqs-mixed-batch.json"),
+    )
+    .await
+    .unwrap();
     let mut failed: Vec<String> = response
         .batch_item_failures
         .iter()
@@ -152,7 +160,9 @@ async fn a_throttled_batch_comes_back_when_the_channel_says_in_order() {
     let visibility = control.visibility.lock().unwrap().clone();
     assert_eq!(visibility.len(), 2, "{visibility:?}");
     assert!(
-        visibility.iter().all(|(_, delay)| *delay == Duration::from_secs(1)),
+        visibility
+            .iter()
+            .all(|(_, delay)| *delay == Duration::from_secs(1)),
         "both come back after the Retry-After, not the visibility timeout: {visibility:?}"
     );
     let stored = state(&services).await;

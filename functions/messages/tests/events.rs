@@ -6,8 +6,8 @@ mod support;
 use chrono::Utc;
 use std::time::Duration;
 
-use proactive_bot::delivery::DeliveryMessage;
 use proactive_bot::auth::AuthConfig;
+use proactive_bot::delivery::DeliveryMessage;
 use proactive_bot::jobs::{Job, JobNumber, JobStore};
 use proactive_bot::schema::{Activity, ConversationReference};
 use proactive_bot::testing::connector::ConnectorStandIn;
@@ -100,7 +100,10 @@ async fn every_http_api_event_is_answered_by_the_router() {
         .expect("the in-memory queue");
     assert_eq!(queued.len(), 1, "done queued one delivery");
     let message = DeliveryMessage::from_body(queued[0].body.as_deref().unwrap()).unwrap();
-    assert!(message.id.as_str().starts_with("job-100001-"), "{message:?}");
+    assert!(
+        message.id.as_str().starts_with("job-100001-"),
+        "{message:?}"
+    );
 
     // The event activity needs no reply.
     assert_eq!(

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use proactive_bot::bot::{EMPTY_LOG_TEXT, HELP_TEXT, WELCOME_TEXT};
 use proactive_bot::delivery::Delivered;
+use proactive_bot::delivery::consumer::sqs_record;
 use proactive_bot::jobs::JobNumber;
 use proactive_bot::testing::connector::ConnectorStandIn;
-use proactive_bot::delivery::consumer::sqs_record;
 use serde_json::json;
 use support::*;
 

@@ -18,13 +18,13 @@ use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::delivery::NotificationStore;
 use crate::delivery::consumer::{QueueConsumer, QueueControl};
 use crate::delivery::limits::{RateLimitStore, SendLog, Slot};
 use crate::delivery::notification::{
     Claim, Created, DeliveryMessage, DeliveryState, Notification, NotificationId,
     NotificationQueue, Outcome, QueueError, StoreError as DeliveryStoreError,
 };
-use crate::delivery::NotificationStore;
 use crate::jobs::{CompleteOutcome, Job, JobNumber, JobPage, JobStatus, JobStore, StoreError};
 
 /// How many items a memory store keeps by default.
@@ -234,7 +234,9 @@ impl NotificationStore for MemoryNotificationStore {
             DeliveryState::Sending { lease_until } if *lease_until >= now => {
                 return Ok(Claim::Busy(*lease_until));
             }
-            DeliveryState::Queued | DeliveryState::GaveUp { .. } | DeliveryState::Sending { .. } => {}
+            DeliveryState::Queued
+            | DeliveryState::GaveUp { .. }
+            | DeliveryState::Sending { .. } => {}
         }
         notification.state = DeliveryState::Sending { lease_until };
         Ok(Claim::Claimed(notification.clone()))
@@ -458,7 +460,8 @@ impl MemoryQueue {
             if message.visible_at > now {
                 // Not yet visible (and not received): the group waits behind it.
                 skipped.insert(message.group.clone());
-                next_change = Some(next_change.map_or(message.visible_at, |t| t.min(message.visible_at)));
+                next_change =
+                    Some(next_change.map_or(message.visible_at, |t| t.min(message.visible_at)));
                 continue;
             }
             if message.receive_count >= self.max_receives {
@@ -469,7 +472,8 @@ impl MemoryQueue {
             message.receive_count += 1;
             message.receipt = Some(format!("{}#{next_id}", message.message_id));
             message.visible_at = now + self.visibility_timeout;
-            let mut record = crate::delivery::consumer::sqs_record(&message.message_id, &message.body);
+            let mut record =
+                crate::delivery::consumer::sqs_record(&message.message_id, &message.body);
             record.receipt_handle = message.receipt.clone();
             record.attributes.insert(
                 "ApproximateReceiveCount".to_owned(),
@@ -688,12 +692,31 @@ mod tests {
         for n in 1..=3 {
             store.create(&job(n, i64::from(n))).await.unwrap();
         }
-        store.complete(JobNumber::new(2).unwrap(), &id, t(50)).await.unwrap();
+        store
+            .complete(JobNumber::new(2).unwrap(), &id, t(50))
+            .await
+            .unwrap();
         store.create(&job(4, 4)).await.unwrap();
         assert_eq!(store.len(), 3);
-        assert!(store.get(JobNumber::new(2).unwrap()).await.unwrap().is_none(), "the complete one went");
-        assert!(store.get(JobNumber::new(1).unwrap()).await.unwrap().is_some());
-        assert!(matches!(store.create(&job(5, 5)).await, Err(StoreError::Full(_))));
+        assert!(
+            store
+                .get(JobNumber::new(2).unwrap())
+                .await
+                .unwrap()
+                .is_none(),
+            "the complete one went"
+        );
+        assert!(
+            store
+                .get(JobNumber::new(1).unwrap())
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(matches!(
+            store.create(&job(5, 5)).await,
+            Err(StoreError::Full(_))
+        ));
         assert_eq!(store.len(), 3, "nothing running was lost");
     }
 
@@ -712,7 +735,10 @@ mod tests {
             .record(&a, Outcome::Sent { activity_id: None }, t(1))
             .await
             .unwrap();
-        assert_eq!(store.create(&notification("c", "c")).await.unwrap(), Created::New);
+        assert_eq!(
+            store.create(&notification("c", "c")).await.unwrap(),
+            Created::New
+        );
         assert!(store.get(&a).await.unwrap().is_none());
         assert_eq!(store.len(), 2);
     }
@@ -722,40 +748,95 @@ mod tests {
         let store = MemoryNotificationStore::new();
         let n = notification("n1", "c");
         assert_eq!(store.create(&n).await.unwrap(), Created::New);
-        assert!(matches!(store.create(&n).await.unwrap(), Created::Existing(_)));
+        assert!(matches!(
+            store.create(&n).await.unwrap(),
+            Created::Existing(_)
+        ));
         let id = n.id.clone();
-        assert!(matches!(store.claim(&id, t(0), t(60)).await.unwrap(), Claim::Claimed(_)));
-        assert_eq!(store.claim(&id, t(10), t(70)).await.unwrap(), Claim::Busy(t(60)));
+        assert!(matches!(
+            store.claim(&id, t(0), t(60)).await.unwrap(),
+            Claim::Claimed(_)
+        ));
+        assert_eq!(
+            store.claim(&id, t(10), t(70)).await.unwrap(),
+            Claim::Busy(t(60))
+        );
         // The lease lapsed: taken over.
-        assert!(matches!(store.claim(&id, t(61), t(121)).await.unwrap(), Claim::Claimed(_)));
+        assert!(matches!(
+            store.claim(&id, t(61), t(121)).await.unwrap(),
+            Claim::Claimed(_)
+        ));
         store
-            .record(&id, Outcome::Retry { error: "503".into() }, t(62))
+            .record(
+                &id,
+                Outcome::Retry {
+                    error: "503".into(),
+                },
+                t(62),
+            )
             .await
             .unwrap();
         let stored = store.get(&id).await.unwrap().unwrap();
-        assert_eq!((stored.attempts, stored.last_error.as_deref()), (1, Some("503")));
+        assert_eq!(
+            (stored.attempts, stored.last_error.as_deref()),
+            (1, Some("503"))
+        );
         assert_eq!(stored.state, DeliveryState::Queued);
         store
-            .record(&id, Outcome::GaveUp { last_error: "503".into(), attempted: false }, t(63))
+            .record(
+                &id,
+                Outcome::GaveUp {
+                    last_error: "503".into(),
+                    attempted: false,
+                },
+                t(63),
+            )
             .await
             .unwrap();
         // A redrive claims a given-up notification again.
-        assert!(matches!(store.claim(&id, t(64), t(124)).await.unwrap(), Claim::Claimed(_)));
+        assert!(matches!(
+            store.claim(&id, t(64), t(124)).await.unwrap(),
+            Claim::Claimed(_)
+        ));
         store
-            .record(&id, Outcome::Sent { activity_id: Some("a1".into()) }, t(65))
+            .record(
+                &id,
+                Outcome::Sent {
+                    activity_id: Some("a1".into()),
+                },
+                t(65),
+            )
             .await
             .unwrap();
         store
-            .record(&id, Outcome::Failed { reason: "late".into() }, t(66))
+            .record(
+                &id,
+                Outcome::Failed {
+                    reason: "late".into(),
+                },
+                t(66),
+            )
             .await
             .unwrap();
         let stored = store.get(&id).await.unwrap().unwrap();
         assert_eq!(stored.attempts, 2);
-        assert!(matches!(stored.state, DeliveryState::Sent { .. }), "a late report cannot undo Sent");
-        assert!(matches!(store.claim(&id, t(100), t(160)).await.unwrap(), Claim::Final(_)));
+        assert!(
+            matches!(stored.state, DeliveryState::Sent { .. }),
+            "a late report cannot undo Sent"
+        );
+        assert!(matches!(
+            store.claim(&id, t(100), t(160)).await.unwrap(),
+            Claim::Final(_)
+        ));
         let unknown = NotificationId::parse("nope").unwrap();
-        assert_eq!(store.claim(&unknown, t(0), t(1)).await.unwrap(), Claim::NotFound);
-        store.record(&unknown, Outcome::Retry { error: "x".into() }, t(0)).await.unwrap();
+        assert_eq!(
+            store.claim(&unknown, t(0), t(1)).await.unwrap(),
+            Claim::NotFound
+        );
+        store
+            .record(&unknown, Outcome::Retry { error: "x".into() }, t(0))
+            .await
+            .unwrap();
     }
 
     fn message(id: &str, conversation: &str) -> DeliveryMessage {
@@ -765,7 +846,12 @@ mod tests {
     fn ids(records: &[SqsMessage]) -> Vec<String> {
         records
             .iter()
-            .map(|r| DeliveryMessage::from_body(r.body.as_deref().unwrap()).unwrap().id.to_string())
+            .map(|r| {
+                DeliveryMessage::from_body(r.body.as_deref().unwrap())
+                    .unwrap()
+                    .id
+                    .to_string()
+            })
             .collect()
     }
 
@@ -783,17 +869,30 @@ mod tests {
         assert_eq!(ids(&second), vec!["b1"]);
         // a1 back in 1 s: still nothing of "a" before it.
         queue
-            .retry_in(first[0].receipt_handle.as_deref().unwrap(), Duration::from_millis(1))
+            .retry_in(
+                first[0].receipt_handle.as_deref().unwrap(),
+                Duration::from_millis(1),
+            )
             .await
             .unwrap();
         assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
         let again = queue.receive(10, Duration::from_secs(3)).await.unwrap();
-        assert_eq!(ids(&again), vec!["a1", "a2"], "in order, after its visibility");
+        assert_eq!(
+            ids(&again),
+            vec!["a1", "a2"],
+            "in order, after its visibility"
+        );
         assert_eq!(again[0].attributes["ApproximateReceiveCount"], "2");
         for record in &again {
-            queue.delete(record.receipt_handle.as_deref().unwrap()).await.unwrap();
+            queue
+                .delete(record.receipt_handle.as_deref().unwrap())
+                .await
+                .unwrap();
         }
-        queue.delete(second[0].receipt_handle.as_deref().unwrap()).await.unwrap();
+        queue
+            .delete(second[0].receipt_handle.as_deref().unwrap())
+            .await
+            .unwrap();
         assert!(queue.is_empty());
     }
 
@@ -806,7 +905,13 @@ mod tests {
             assert_eq!(records.len(), 1);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert!(queue.receive(10, Duration::from_millis(20)).await.unwrap().is_empty());
+        assert!(
+            queue
+                .receive(10, Duration::from_millis(20))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(queue.dead_letters().len(), 1);
         assert_eq!(queue.redrive(), 1);
         let records = queue.receive(10, Duration::ZERO).await.unwrap();

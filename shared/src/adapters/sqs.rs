@@ -27,7 +27,9 @@ use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeName};
 
 use crate::delivery::consumer::{QueueConsumer, QueueControl};
-use crate::delivery::notification::{DeliveryMessage, MAX_VISIBILITY, NotificationQueue, QueueError};
+use crate::delivery::notification::{
+    DeliveryMessage, MAX_VISIBILITY, NotificationQueue, QueueError,
+};
 
 /// The message attribute carrying the correlation id.
 pub const CORRELATION_ID_ATTRIBUTE: &str = "correlationId";
@@ -52,7 +54,11 @@ pub struct SqsQueue {
 }
 
 impl SqsQueue {
-    pub fn new(client: Client, queue_url: impl Into<String>, dead_letter_url: impl Into<String>) -> Self {
+    pub fn new(
+        client: Client,
+        queue_url: impl Into<String>,
+        dead_letter_url: impl Into<String>,
+    ) -> Self {
         SqsQueue {
             client,
             queue_url: queue_url.into(),

@@ -90,9 +90,7 @@ pub fn classify(error: &ConnectorError, token_refreshed: bool) -> Verdict {
         ConnectorError::Timeout | ConnectorError::Transport(_) | ConnectorError::Credentials(_) => {
             transient(None, TRANSIENT_ATTEMPTS)
         }
-        ConnectorError::ServiceUrlNotAllowed(_) | ConnectorError::InvalidUrl(_) => {
-            permanent(false)
-        }
+        ConnectorError::ServiceUrlNotAllowed(_) | ConnectorError::InvalidUrl(_) => permanent(false),
     }
 }
 
@@ -156,10 +154,17 @@ mod tests {
     #[test]
     fn unauthorised_refreshes_the_token_once_then_fails() {
         for code in [401, 403] {
-            assert_eq!(classify(&status(code, None), false), Verdict::RefreshToken, "{code}");
+            assert_eq!(
+                classify(&status(code, None), false),
+                Verdict::RefreshToken,
+                "{code}"
+            );
             assert!(is_permanent(&classify(&status(code, None), true)), "{code}");
         }
-        assert_eq!(classify(&status(403, Some("SomethingElse")), false), Verdict::RefreshToken);
+        assert_eq!(
+            classify(&status(403, Some("SomethingElse")), false),
+            Verdict::RefreshToken
+        );
     }
 
     #[test]
@@ -167,44 +172,74 @@ mod tests {
         for code in GONE_CODES {
             let verdict = classify(&status(403, Some(code)), false);
             assert!(
-                matches!(verdict, Verdict::Permanent { conversation_gone: true, .. }),
+                matches!(
+                    verdict,
+                    Verdict::Permanent {
+                        conversation_gone: true,
+                        ..
+                    }
+                ),
                 "{code}: {verdict:?}"
             );
         }
         assert!(matches!(
             classify(&status(404, Some("ConversationNotFound")), false),
-            Verdict::Permanent { conversation_gone: true, .. }
+            Verdict::Permanent {
+                conversation_gone: true,
+                ..
+            }
         ));
         assert!(matches!(
             classify(&status(404, None), false),
-            Verdict::Permanent { conversation_gone: true, .. }
+            Verdict::Permanent {
+                conversation_gone: true,
+                ..
+            }
         ));
     }
 
     #[test]
     fn refused_or_unbuildable_urls_fail() {
-        assert!(is_permanent(&classify(&ConnectorError::ServiceUrlNotAllowed("x".into()), false)));
-        assert!(is_permanent(&classify(&ConnectorError::InvalidUrl("x".into()), false)));
+        assert!(is_permanent(&classify(
+            &ConnectorError::ServiceUrlNotAllowed("x".into()),
+            false
+        )));
+        assert!(is_permanent(&classify(
+            &ConnectorError::InvalidUrl("x".into()),
+            false
+        )));
     }
 
     #[test]
     fn transient_answers_are_retried_with_a_bound() {
         for code in [408, 412, 429, 502, 503, 504] {
-            assert_eq!(attempts(&classify(&status(code, None), false)), Some(TRANSIENT_ATTEMPTS), "{code}");
+            assert_eq!(
+                attempts(&classify(&status(code, None), false)),
+                Some(TRANSIENT_ATTEMPTS),
+                "{code}"
+            );
         }
         for error in [
             ConnectorError::Timeout,
             ConnectorError::Transport("reset".into()),
             ConnectorError::Credentials("token endpoint down".into()),
         ] {
-            assert_eq!(attempts(&classify(&error, false)), Some(TRANSIENT_ATTEMPTS), "{error}");
+            assert_eq!(
+                attempts(&classify(&error, false)),
+                Some(TRANSIENT_ATTEMPTS),
+                "{error}"
+            );
         }
     }
 
     #[test]
     fn server_errors_are_retried_only_a_couple_of_times() {
         for code in [500, 501, 599] {
-            assert_eq!(attempts(&classify(&status(code, None), false)), Some(SERVER_ERROR_ATTEMPTS), "{code}");
+            assert_eq!(
+                attempts(&classify(&status(code, None), false)),
+                Some(SERVER_ERROR_ATTEMPTS),
+                "{code}"
+            );
         }
     }
 
@@ -227,13 +262,21 @@ mod tests {
 
     #[test]
     fn retry_after_wins_over_backoff_and_backoff_grows_with_jitter() {
-        assert_eq!(retry_delay(7, Some(Duration::from_secs(1))), Duration::from_secs(1));
+        assert_eq!(
+            retry_delay(7, Some(Duration::from_secs(1))),
+            Duration::from_secs(1)
+        );
         assert_eq!(retry_delay(1, Some(Duration::ZERO)), Duration::ZERO);
         for attempt in 1..=20 {
-            let ceiling = BASE_DELAY.saturating_mul(1 << (attempt - 1).min(16)).min(MAX_DELAY);
+            let ceiling = BASE_DELAY
+                .saturating_mul(1 << (attempt - 1).min(16))
+                .min(MAX_DELAY);
             for _ in 0..50 {
                 let delay = retry_delay(attempt, None);
-                assert!(delay >= ceiling / 2 && delay <= ceiling, "{attempt}: {delay:?}");
+                assert!(
+                    delay >= ceiling / 2 && delay <= ceiling,
+                    "{attempt}: {delay:?}"
+                );
             }
         }
         let spread: std::collections::HashSet<Duration> =

@@ -86,7 +86,10 @@ pub async fn handle_records(
         sent = count(|d| matches!(d, Delivered::Sent)),
         failed = count(|d| matches!(d, Delivered::Failed(_))),
         retrying = count(|d| matches!(d, Delivered::Retrying(_))),
-        deferred = count(|d| matches!(d, Delivered::Deferred | Delivered::Blocked | Delivered::Busy)),
+        deferred = count(|d| matches!(
+            d,
+            Delivered::Deferred | Delivered::Blocked | Delivered::Busy
+        )),
         gave_up = count(|d| matches!(d, Delivered::GaveUp(_))),
         duplicates = count(|d| matches!(d, Delivered::Duplicate)),
         malformed = count(|d| matches!(d, Delivered::Malformed(_))),
@@ -98,7 +101,11 @@ pub async fn handle_records(
 /// The local runner's stand-in for Lambda's event source mapping: `concurrency` pollers,
 /// each receiving a batch of up to 10, running the handler, and deleting what did not fail.
 /// Runs until the task is aborted.
-pub async fn consume(engine: Arc<DeliveryEngine>, queue: Arc<dyn QueueConsumer>, concurrency: usize) {
+pub async fn consume(
+    engine: Arc<DeliveryEngine>,
+    queue: Arc<dyn QueueConsumer>,
+    concurrency: usize,
+) {
     let pollers = (0..concurrency.max(1)).map(|_| {
         let engine = engine.clone();
         let queue = queue.clone();
@@ -123,7 +130,11 @@ async fn poll(engine: &DeliveryEngine, queue: &dyn QueueConsumer) {
         let (response, _) = handle_records(engine, queue, &records).await;
         for record in &records {
             let id = record.message_id.as_deref().unwrap_or_default();
-            if response.batch_item_failures.iter().any(|f| f.item_identifier == id) {
+            if response
+                .batch_item_failures
+                .iter()
+                .any(|f| f.item_identifier == id)
+            {
                 continue;
             }
             if let Some(receipt) = record.receipt_handle.as_deref()
@@ -134,7 +145,6 @@ async fn poll(engine: &DeliveryEngine, queue: &dyn QueueConsumer) {
         }
     }
 }
-
 
 /// A Lambda-shaped SQS record (tests, and queues that build their own records).
 pub fn sqs_record(message_id: &str, body: &str) -> SqsMessage {

@@ -16,7 +16,7 @@
 //! The queue hands a conversation's messages over in order, one batch at a time (SQS FIFO,
 //! the conversation as message group). Within a batch the engine sends them one after the
 //! other; once one must come back later, the rest of that conversation's messages in the batch
-//! come back with it, unattempted, so nothing overtakes it.
+//! are returned to the queue unattempted, behind it, so nothing overtakes it.
 //!
 //! # Never lost, never twice
 //! Every notification ends Sent, Failed or GaveUp. Transient errors are retried up to their
@@ -189,17 +189,21 @@ impl DeliveryEngine {
         records: &[SqsMessage],
     ) -> Vec<(usize, RecordResult)> {
         let mut results = Vec::with_capacity(group.len());
-        let mut blocked_for: Option<Duration> = None;
+        let mut blocked = false;
         for (index, message) in group {
             let record = &records[index];
             let message_id = record.message_id.clone().unwrap_or_default();
-            if let Some(delay) = blocked_for {
+            if blocked {
+                // Visible again at once: the queue still holds it back while the earlier
+                // message of its conversation is in flight, and hands both over in order when
+                // that one returns. (Giving it the head's delay instead lets moto's FIFO
+                // emulation release it before the head.)
                 results.push((
                     index,
                     RecordResult {
                         message_id,
                         delivered: Delivered::Blocked,
-                        decision: Decision::RetryIn(delay),
+                        decision: Decision::RetryIn(Duration::ZERO),
                     },
                 ));
                 continue;
@@ -215,9 +219,7 @@ impl DeliveryEngine {
                 .deliver(&message, receive_count(record))
                 .instrument(span)
                 .await;
-            if let Decision::RetryIn(delay) = decision {
-                blocked_for = Some(delay);
-            }
+            blocked = matches!(decision, Decision::RetryIn(_));
             results.push((
                 index,
                 RecordResult {
@@ -269,7 +271,10 @@ impl DeliveryEngine {
         let notification = match claim {
             Ok(Claim::Claimed(notification)) => notification,
             Ok(Claim::Final(notification)) => {
-                tracing::info!(state = notification.state.name(), "duplicate delivery; nothing sent");
+                tracing::info!(
+                    state = notification.state.name(),
+                    "duplicate delivery; nothing sent"
+                );
                 return (Delivered::Duplicate, Decision::Done);
             }
             Ok(Claim::Busy(until)) => {
@@ -295,9 +300,12 @@ impl DeliveryEngine {
         let verdict = loop {
             match self.connector.send_to_conversation(&activity).await {
                 Ok(response) => {
-                    self.record(notification, Outcome::Sent {
-                        activity_id: response.id.clone(),
-                    })
+                    self.record(
+                        notification,
+                        Outcome::Sent {
+                            activity_id: response.id.clone(),
+                        },
+                    )
                     .await;
                     tracing::info!(
                         activity_id = response.id.as_deref().unwrap_or_default(),
@@ -329,9 +337,12 @@ impl DeliveryEngine {
                     conversation = %notification.target.conversation.id,
                     "notification cannot be delivered; failed"
                 );
-                self.record(notification, Outcome::Failed {
-                    reason: reason.clone(),
-                })
+                self.record(
+                    notification,
+                    Outcome::Failed {
+                        reason: reason.clone(),
+                    },
+                )
                 .await;
                 (Delivered::Failed(reason), Decision::Done)
             }
@@ -348,18 +359,30 @@ impl DeliveryEngine {
                         last_receive,
                         "transient errors never cleared; notification given up and dead-lettered"
                     );
-                    self.record(notification, Outcome::GaveUp {
-                        last_error: error.clone(),
-                        attempted: true,
-                    })
+                    self.record(
+                        notification,
+                        Outcome::GaveUp {
+                            last_error: error.clone(),
+                            attempted: true,
+                        },
+                    )
                     .await;
                     return (Delivered::GaveUp(error), Decision::DeadLetter);
                 }
                 let delay = answers::retry_delay(attempts, retry_after);
-                tracing::warn!(error, attempts, ?delay, ?retry_after, "transient error; will retry");
-                self.record(notification, Outcome::Retry {
-                    error: error.clone(),
-                })
+                tracing::warn!(
+                    error,
+                    attempts,
+                    ?delay,
+                    ?retry_after,
+                    "transient error; will retry"
+                );
+                self.record(
+                    notification,
+                    Outcome::Retry {
+                        error: error.clone(),
+                    },
+                )
                 .await;
                 (Delivered::Retrying(error), Decision::RetryIn(delay))
             }
@@ -405,7 +428,10 @@ impl DeliveryEngine {
             Ok(None) => return (Delivered::Unknown, Decision::Done),
             Err(_) => why.to_owned(),
         };
-        tracing::error!(last_error, "notification given up on its last receive; dead-lettered");
+        tracing::error!(
+            last_error,
+            "notification given up on its last receive; dead-lettered"
+        );
         if let Err(error) = self
             .store
             .record(
@@ -444,4 +470,3 @@ pub fn receive_count(record: &SqsMessage) -> u32 {
 fn chrono_duration(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::Duration::seconds(60))
 }
-

@@ -28,4 +28,4 @@ pub use notification::{
     Claim, Content, Created, DeliveryMessage, DeliveryState, Notification, NotificationId,
     NotificationQueue, NotificationStore, Outcome, QueueError, Source, StoreError,
 };
-pub use producer::{NotifyError, Notifier};
+pub use producer::{Notifier, NotifyError};
