@@ -202,7 +202,7 @@ async fn creating_an_existing_id_returns_the_stored_one_in_one_request_and_overw
     f.counter.reset();
     let created = f.store.create(&impostor).await.expect("create again");
 
-    assert_eq!(created, Created::Existing(original.clone()));
+    assert_eq!(created, Created::Existing(Box::new(original.clone())));
     assert_eq!(f.counter.total(), 1);
     assert_eq!(f.counter.count("DynamoDB", "PutItem"), 1);
     assert_eq!(f.stored(&original.id).await, original);

@@ -181,7 +181,7 @@ impl NotificationStore for MemoryNotificationStore {
     async fn create(&self, notification: &Notification) -> Result<Created, DeliveryStoreError> {
         let mut all = lock(&self.notifications);
         if let Some(existing) = all.get(&notification.id) {
-            return Ok(Created::Existing(existing.clone()));
+            return Ok(Created::Existing(Box::new(existing.clone())));
         }
         if all.len() >= self.capacity {
             let oldest_finished = all

@@ -280,7 +280,7 @@ pub enum Created {
     New,
     /// A notification with this id exists already (the same request again); here it is, as
     /// stored. Nothing was written.
-    Existing(Notification),
+    Existing(Box<Notification>),
 }
 
 /// What [`NotificationStore::claim`] did.

@@ -40,9 +40,9 @@ impl Notifier {
             Created::New => notification,
             Created::Existing(stored) => {
                 if !matches!(stored.state, super::DeliveryState::Queued) {
-                    return Ok(stored);
+                    return Ok(*stored);
                 }
-                stored
+                *stored
             }
         };
         self.queue.enqueue(&notification.message()).await?;
