@@ -10,7 +10,7 @@ use crate::adapters::sqs::{SqsCompletionQueue, SqsPoller};
 use crate::auth::{Auth, AuthConfig, ChannelAuthenticator};
 use crate::bot::Bot;
 use crate::config::{Backend, ConfigError, Settings};
-use crate::connector::{ConnectorClient, ConnectorConfig};
+use crate::connector::{ConnectorClient, ConnectorConfig, ServiceUrlPolicy};
 use crate::jobs::{CompletionQueue, JobStore};
 use crate::worker::{CompletionWorker, WorkerConfig};
 
@@ -19,6 +19,7 @@ pub struct Services {
     pub bot: Arc<Bot>,
     pub worker: Arc<CompletionWorker>,
     pub authenticator: Arc<ChannelAuthenticator>,
+    pub policy: Arc<dyn ServiceUrlPolicy>,
     pub store: Arc<dyn JobStore>,
     pub queue: Arc<dyn CompletionQueue>,
 }
@@ -116,6 +117,7 @@ impl Services {
             bot,
             worker,
             authenticator: Arc::new(auth.authenticator),
+            policy: auth.policy.clone(),
             store,
             queue,
         })
@@ -126,6 +128,7 @@ impl Services {
         crate::http::app(crate::http::AppState {
             bot: self.bot.clone(),
             authenticator: self.authenticator.clone(),
+            policy: self.policy.clone(),
         })
     }
 }
