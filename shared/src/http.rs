@@ -103,7 +103,7 @@ async fn prefixed_messages(State(state): State<AppState>, request: Request) -> R
 
 async fn messages(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let result = match read_body(body).await {
+    let result = match read_body(&parts.headers, body).await {
         Ok(body) => handle(&state, &parts.headers, &body).await,
         Err(error) => Err(error),
     };
@@ -113,9 +113,16 @@ async fn messages(State(state): State<AppState>, request: Request) -> Response {
     }
 }
 
-/// The whole body, at most [`MAX_BODY_BYTES`]: a longer one is refused as soon as it is known
-/// to be longer, without reading the rest; one that stalls (see [`ServeConfig`]) gets 408.
-async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+/// The whole body, at most [`MAX_BODY_BYTES`]: a longer one is refused (a declared
+/// `Content-Length` before reading anything, otherwise once the limit is passed) without
+/// reading the rest; one that stalls (see [`ServeConfig`]) gets 408.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
     axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
         .map_err(|error| {

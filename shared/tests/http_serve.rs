@@ -1,5 +1,6 @@
 //! `http::serve` over raw TCP: slow clients are cut off by the header and body timeouts,
-//! normal requests are served, and shutdown waits for the requests in progress.
+//! normal requests are served, and shutdown waits for the requests in progress. Also the body
+//! limit for a body that declares no length.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -195,4 +196,24 @@ async fn shutdown_waits_for_the_request_in_progress() {
         TcpStream::connect(addr).await.is_err(),
         "no longer listening"
     );
+}
+
+#[tokio::test]
+async fn a_body_without_a_declared_length_is_cut_off_at_the_limit() {
+    use tower::ServiceExt;
+    let (services, _receiver) = Services::in_memory(&AuthConfig::default()).expect("services");
+    let send = |chunks: usize| {
+        let stream = futures_util::stream::iter(
+            (0..chunks).map(|_| Ok::<_, std::io::Error>(vec![b' '; 64 * 1024])),
+        );
+        axum::http::Request::post("/api/messages")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from_stream(stream))
+            .unwrap()
+    };
+    let over = services.router().oneshot(send(5)).await.unwrap();
+    assert_eq!(over.status().as_u16(), 413);
+    // Within the limit the body is read (and, being only spaces, is not an activity).
+    let within = services.router().oneshot(send(3)).await.unwrap();
+    assert_eq!(within.status().as_u16(), 400);
 }
