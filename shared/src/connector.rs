@@ -1,12 +1,15 @@
 //! The Bot Connector REST client: how the bot talks to a channel.
 //!
-//! Two calls: reply to an activity (`POST v3/conversations/{id}/activities/{replyToId}`) and
-//! send into a conversation unprompted (`POST v3/conversations/{id}/activities`). Built once
+//! Three calls: reply to an activity (`POST v3/conversations/{id}/activities/{replyToId}`),
+//! send into a conversation unprompted (`POST v3/conversations/{id}/activities`) and update a
+//! sent activity in place (`PUT v3/conversations/{id}/activities/{activityId}`). Built once
 //! per process and shared: it holds the HTTP connection pool and the bot's credentials.
 //!
-//! Before any request the target serviceUrl is checked by the [`ServiceUrlPolicy`], because the
-//! request carries the bot's token: a serviceUrl outside the policy is refused without a
-//! request ([`ConnectorError::ServiceUrlNotAllowed`]).
+//! Before any request the target URL must parse as http(s) ([`ConnectorError::InvalidUrl`])
+//! and the serviceUrl must pass the [`ServiceUrlPolicy`], because the request carries the
+//! bot's token: a serviceUrl outside the policy is refused without a request
+//! ([`ConnectorError::ServiceUrlNotAllowed`]). For the same reason redirects are never
+//! followed: a 3xx is an error, so the token cannot be bounced to a host the policy never saw.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +55,13 @@ pub fn activities_url(
     url
 }
 
+/// The serviceUrl is an absolute http(s) URL with a host: something a Connector call can be
+/// addressed to. (Whether the bot may call it is the [`ServiceUrlPolicy`]'s decision.)
+pub fn is_usable_service_url(service_url: &str) -> bool {
+    url::Url::parse(service_url.trim())
+        .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some())
+}
+
 /// The Connector's answer to a send: the new activity's id, when the channel gives one (Teams
 /// may answer 202 with no body).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
@@ -71,7 +81,8 @@ pub enum ConnectorError {
         message: String,
         /// `X-Correlating-OperationId`, for support requests to the channel.
         correlation_id: Option<String>,
-        /// `Retry-After` in seconds, when a 429 gave one.
+        /// `Retry-After` (seconds or an HTTP date, as a delay from when the answer came),
+        /// whatever the status, when the answer gave one.
         retry_after: Option<Duration>,
     },
     #[error("connector request timed out")]
@@ -80,7 +91,8 @@ pub enum ConnectorError {
     Transport(String),
     #[error("serviceUrl {0:?} is not allowed")]
     ServiceUrlNotAllowed(String),
-    #[error("serviceUrl cannot form a URL: {0}")]
+    /// The serviceUrl and ids do not make an http(s) URL; nothing was sent.
+    #[error("serviceUrl {0:?} does not form an http(s) URL")]
     InvalidUrl(String),
     #[error("could not obtain the bot's token: {0}")]
     Credentials(String),
@@ -110,6 +122,8 @@ impl ConnectorError {
                         "BotNotInConversationRoster"
                             | "ConversationBlockedByUser"
                             | "BotDisabledByAdmin"
+                            | "NotEnoughPermissions"
+                            | "ForbiddenOperationException"
                     ))
                     || (*status == 404 && code == "ConversationNotFound")
             }
@@ -123,12 +137,14 @@ impl ConnectorError {
 /// Contract: `authorization` returns the full `Authorization` header value to send (for
 /// example `Bearer eyJ…`), or `None` when the bot has no app id (Emulator mode), in which case
 /// no header is sent at all. Implementations cache tokens; this is called once per request.
+///
+/// `invalidate` drops any cached token, so that the next `authorization` fetches a new one:
+/// called after the Connector refused a token (401) that had not expired yet.
 #[async_trait]
 pub trait Credentials: Send + Sync {
     async fn authorization(&self) -> Result<Option<String>, ConnectorError>;
 
-    /// Forgets a cached token, so the next call fetches a new one (after the Connector refused
-    /// it).
+    /// Forgets a cached token, so the next call fetches a new one (the Connector refused it).
     fn invalidate(&self) {}
 }
 
@@ -211,6 +227,8 @@ impl ConnectorClient {
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
+            // A redirect would carry the token to a URL the policy never checked.
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("proactive-bot/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| ConnectorError::Transport(e.to_string()))?;
@@ -221,7 +239,8 @@ impl ConnectorClient {
         })
     }
 
-    /// Drops the bot's cached token (the Connector answered 401/403 to it).
+    /// Drops the cached token, so that the next call fetches a new one: for a 401 from the
+    /// Connector, which refused a token that had not expired yet.
     pub fn invalidate_credentials(&self) {
         self.credentials.invalidate();
     }
@@ -233,10 +252,8 @@ impl ConnectorClient {
         &self,
         reply: &Activity,
     ) -> Result<ResourceResponse, ConnectorError> {
-        let service_url = reply.service_url.as_deref().unwrap_or_default();
-        let conversation_id = reply.conversation_id().unwrap_or_default();
-        let url = activities_url(service_url, conversation_id, reply.reply_to_id.as_deref());
-        self.post(service_url, &url, reply).await
+        self.call(reqwest::Method::POST, reply, reply.reply_to_id.as_deref())
+            .await
     }
 
     /// Sends into a conversation unprompted: `POST v3/conversations/{conversationId}/activities`.
@@ -244,22 +261,41 @@ impl ConnectorClient {
         &self,
         activity: &Activity,
     ) -> Result<ResourceResponse, ConnectorError> {
-        let service_url = activity.service_url.as_deref().unwrap_or_default();
-        let conversation_id = activity.conversation_id().unwrap_or_default();
-        let url = activities_url(service_url, conversation_id, None);
-        self.post(service_url, &url, activity).await
+        self.call(reqwest::Method::POST, activity, None).await
     }
 
-    async fn post(
+    /// Replaces a sent activity in place:
+    /// `PUT v3/conversations/{conversationId}/activities/{activityId}`, where `activity_id` is
+    /// the id the Connector returned for the original send.
+    pub async fn update_activity(
         &self,
-        service_url: &str,
-        url: &str,
         activity: &Activity,
+        activity_id: &str,
     ) -> Result<ResourceResponse, ConnectorError> {
+        self.call(reqwest::Method::PUT, activity, Some(activity_id))
+            .await
+    }
+
+    /// One Connector call addressed by `activity`'s serviceUrl and conversation, to
+    /// `…/activities` or `…/activities/{activity_id}`.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        activity: &Activity,
+        activity_id: Option<&str>,
+    ) -> Result<ResourceResponse, ConnectorError> {
+        let service_url = activity.service_url.as_deref().unwrap_or_default();
+        let conversation_id = activity.conversation_id().unwrap_or_default();
+        // Both checks: `http://` alone would otherwise become the host `v3`.
+        let url = match url::Url::parse(&activities_url(service_url, conversation_id, activity_id))
+        {
+            Ok(url) if is_usable_service_url(service_url) => url,
+            _ => return Err(ConnectorError::InvalidUrl(service_url.to_owned())),
+        };
         self.policy.check(service_url).map_err(|why| {
             ConnectorError::ServiceUrlNotAllowed(format!("{service_url} ({why})"))
         })?;
-        let mut request = self.http.post(url).json(activity);
+        let mut request = self.http.request(method, url).json(activity);
         if let Some(authorization) = self.credentials.authorization().await? {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
         }
@@ -271,6 +307,17 @@ impl ConnectorClient {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let retry_after = retry_after(response.headers());
+        if status.is_redirection() {
+            // Not followed, and its body is not read: only the status and headers matter.
+            return Err(ConnectorError::Status {
+                status: status.as_u16(),
+                code: None,
+                message: "redirect refused: the Connector client never follows redirects"
+                    .to_owned(),
+                correlation_id,
+                retry_after,
+            });
+        }
         let body = response.bytes().await.map_err(transport_error)?;
         if status.is_success() {
             // 200/201/202, with `{"id": …}` or with nothing at all.
@@ -307,13 +354,26 @@ impl ConnectorClient {
     }
 }
 
-/// `Retry-After` in seconds (the form the Connector and Entra ID use).
+/// `Retry-After` as a delay from now: delta-seconds (what the Connector and Entra ID send) or
+/// an HTTP date (RFC 9110 allows both). A date in the past is no delay; anything else is
+/// ignored.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs)
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    parse_retry_after(value, chrono::Utc::now())
+}
+
+fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    // IMF-fixdate (`Wed, 21 Oct 2026 07:28:00 GMT`) is an RFC 2822 date.
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 fn transport_error(error: reqwest::Error) -> ConnectorError {
@@ -349,6 +409,83 @@ mod tests {
             url,
             "https://smba.trafficmanager.net/amer/v3/conversations/19%3Aabc%40thread.skype%3Bmessageid%3D149/activities/1%3Ax%2Fy%7Cz"
         );
+    }
+
+    fn at(text: &str) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    }
+
+    #[test]
+    fn retry_after_reads_delta_seconds() {
+        let now = at("2026-10-21T07:00:00Z");
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn retry_after_reads_an_http_date_as_a_delay_from_now() {
+        let now = at("2026-10-21T07:27:30Z");
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2026 07:28:00 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        // Already past: retry at once.
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2026 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn retry_after_ignores_garbage() {
+        let now = at("2026-10-21T07:00:00Z");
+        for garbage in [
+            "",
+            "soon",
+            "-5",
+            "1.5",
+            "21 Oct 2026",
+            "Wed, 32 Oct 2026 07:28:00 GMT",
+        ] {
+            assert_eq!(parse_retry_after(garbage, now), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn the_header_is_read_from_any_answer() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn gone_conversations_are_recognised_by_status_and_code() {
+        let status = |status: u16, code: &str| ConnectorError::Status {
+            status,
+            code: Some(code.to_owned()),
+            message: String::new(),
+            correlation_id: None,
+            retry_after: None,
+        };
+        for code in [
+            "BotNotInConversationRoster",
+            "ConversationBlockedByUser",
+            "BotDisabledByAdmin",
+            "NotEnoughPermissions",
+            "ForbiddenOperationException",
+        ] {
+            assert!(status(403, code).is_conversation_gone(), "{code}");
+            assert!(!status(400, code).is_conversation_gone(), "{code} with 400");
+        }
+        assert!(status(404, "ConversationNotFound").is_conversation_gone());
+        assert!(!status(403, "Something").is_conversation_gone());
+        assert!(!ConnectorError::InvalidUrl("x".into()).is_retryable());
     }
 
     #[test]

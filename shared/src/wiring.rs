@@ -201,6 +201,7 @@ impl Services {
         crate::http::app(crate::http::AppState {
             bot: self.bot.clone(),
             authenticator: self.authenticator.clone(),
+            policy: self.policy.clone(),
         })
     }
 }

@@ -619,3 +619,99 @@ async fn the_reason_is_logged_at_warn_and_the_token_never() {
         "the token must never be logged"
     );
 }
+
+// The two steps: the token alone, then the token against the activity.
+
+#[tokio::test]
+async fn the_token_alone_is_verified_without_an_activity_and_the_activity_checked_after() {
+    let (_idp, auth) = setup().await;
+    // A genuine token for another serviceUrl passes the first step...
+    let token = idp::channel_token(APP_ID, "https://evil.example.com/");
+    let verified = auth
+        .verify_token(Some(&bearer(&token)))
+        .await
+        .expect("signature, issuer, audience and lifetime are fine");
+    let claims = verified.claims().expect("authentication is on");
+    assert_eq!(claims["serviceurl"], "https://evil.example.com/");
+    assert_eq!(claims["aud"], APP_ID);
+    // ...and is refused by the second, against the activity it came with.
+    let error = verified
+        .check_activity(&activity("msteams"))
+        .expect_err("serviceUrl differs");
+    assert_eq!(*error.failure(), AuthFailure::ServiceUrlMismatch);
+    let mut forged = activity("msteams");
+    forged.service_url = Some("https://evil.example.com/".to_owned());
+    verified.check_activity(&forged).expect("same serviceUrl");
+}
+
+#[tokio::test]
+async fn endorsements_are_checked_in_the_second_step() {
+    let (_idp, auth) = setup().await;
+    let claims = idp::channel_claims(APP_ID, SERVICE_URL);
+    let token = idp::sign(
+        idp::channel_key(),
+        TEAMS_ONLY_KID,
+        Algorithm::RS256,
+        &claims,
+    );
+    let verified = auth
+        .verify_token(Some(&bearer(&token)))
+        .await
+        .expect("valid");
+    verified
+        .check_activity(&activity("msteams"))
+        .expect("endorsed");
+    assert_eq!(
+        *verified
+            .check_activity(&activity("webchat"))
+            .expect_err("not endorsed")
+            .failure(),
+        AuthFailure::NotEndorsed
+    );
+}
+
+#[tokio::test]
+async fn a_bad_token_fails_the_first_step() {
+    let (_idp, auth) = setup().await;
+    let expired = channel_token_with(|c| {
+        c["exp"] = json!(idp::now() - 600);
+        c["nbf"] = json!(idp::now() - 4000);
+    });
+    // Right audience, issued to another app: the app id needs no activity either.
+    let mut other_app = idp::emulator_v2_claims(APP_ID);
+    other_app["azp"] = json!("another-app");
+    let other_app = idp::sign(
+        idp::emulator_key(),
+        EMULATOR_KID,
+        Algorithm::RS256,
+        &other_app,
+    );
+    for (name, header, failure) in [
+        ("none", None, AuthFailure::MissingHeader),
+        (
+            "garbage",
+            Some("Bearer garbage".to_owned()),
+            AuthFailure::Malformed,
+        ),
+        ("expired", Some(bearer(&expired)), AuthFailure::Expired),
+        (
+            "other app",
+            Some(bearer(&other_app)),
+            AuthFailure::WrongAppId,
+        ),
+    ] {
+        let error = auth
+            .verify_token(header.as_deref())
+            .await
+            .expect_err("refused");
+        assert_eq!(*error.failure(), failure, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn with_authentication_off_both_steps_pass() {
+    let auth = ChannelAuthenticator::disabled();
+    let verified = auth.verify_token(None).await.expect("off");
+    assert!(verified.claims().is_none());
+    verified.check_activity(&activity("emulator")).expect("off");
+}

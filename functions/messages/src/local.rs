@@ -34,13 +34,10 @@ impl LocalBot {
         let addr = listener.local_addr()?;
         let (shutdown, signal) = oneshot::channel::<()>();
         let router = services.router();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = signal.await;
-                })
-                .await
-        });
+        // With header and body read timeouts: a slow client cannot hold a connection open.
+        let server = tokio::spawn(proactive_bot::http::serve(listener, router, async {
+            let _ = signal.await;
+        }));
         let consumer = tokio::spawn(consume(
             services.engine.clone(),
             services.queue.clone(),

@@ -218,8 +218,18 @@ async fn every_bad_token_is_refused_with_401_and_changes_nothing() {
             assert_eq!(status, 401, "{name} ({text})");
         }
     }
-    // A body that is not even JSON, without a token: still 401, not 400.
-    assert_eq!(post_raw(&bot, b"{oops".to_vec(), None).await.0, 401);
+    // A body that is not even JSON: still 401, not 400, whenever the token alone is bad. It
+    // is checked before the body is parsed. (The two tokens that are sound but do not fit the
+    // activity they came with need an activity to be refused.)
+    let fits_no_activity = ["serviceurl differs", "not endorsed for the channel"];
+    for (name, header) in cases.iter().filter(|(n, _)| !fits_no_activity.contains(n)) {
+        let (status, body) = post_raw(&bot, b"{oops".to_vec(), header.as_deref()).await;
+        assert_eq!(status, 401, "{name}, not JSON: {body}");
+    }
+    for (name, header) in cases.iter().filter(|(n, _)| fits_no_activity.contains(n)) {
+        let (status, body) = post_raw(&bot, b"{oops".to_vec(), header.as_deref()).await;
+        assert_eq!(status, 400, "{name}, not JSON: {body}");
+    }
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
@@ -229,6 +239,44 @@ async fn every_bad_token_is_refused_with_401_and_changes_nothing() {
     );
     assert!(connector.requests().is_empty(), "no Connector call");
     assert_eq!(idp.token_request_count(), 0, "not even a token was fetched");
+}
+
+#[tokio::test]
+async fn a_well_signed_request_whose_service_url_is_not_allowed_gets_403_and_changes_nothing() {
+    let idp = TestIdp::start().await;
+    let connector = ConnectorStandIn::start().await;
+    let (bot, services) = start(&idp).await;
+    let mut a = Conversation::new("a|livechat", "user-a", &connector);
+    // An Emulator token carries no serviceurl claim: only the allowlist stands between the
+    // activity's serviceUrl and the bot's token.
+    a.service_url = "https://evil.example.com/amer/".to_owned();
+    let token = format!("Bearer {}", idp::emulator_token_v2(APP_ID));
+    let (status, body) = post_raw(
+        &bot,
+        a.message("run").to_string().into_bytes(),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body, r#"{"error":"serviceUrl not allowed"}"#);
+    // A channel token signed for that serviceUrl is refused the same way.
+    let channel = format!("Bearer {}", idp::channel_token(APP_ID, &a.service_url));
+    assert_eq!(
+        post_with(&bot, &a.message("run"), Some(&channel)).await,
+        403
+    );
+    // Not a URL at all: 400.
+    a.service_url = "not a url".to_owned();
+    let channel = format!("Bearer {}", idp::channel_token(APP_ID, &a.service_url));
+    assert_eq!(
+        post_with(&bot, &a.message("run"), Some(&channel)).await,
+        400
+    );
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 0);
+    assert!(connector.requests().is_empty());
+    assert_eq!(idp.token_request_count(), 0);
 }
 
 #[tokio::test]

@@ -127,3 +127,72 @@ async fn a_failing_store_or_channel_is_answered_not_panicked() {
         "internal details stay in the logs: {body}"
     );
 }
+
+#[tokio::test]
+async fn a_400_never_echoes_the_input() {
+    let connector = ConnectorStandIn::start().await;
+    let (bot, services) = start_bot(&[]).await;
+    let a = Conversation::new("conv|livechat", "user-a", &connector);
+    let mut wrong_conversation = a.message("run");
+    wrong_conversation["conversation"] = json!("SECRET-123");
+    let bodies = [
+        br#"{"type": 5, "x": "SECRET-123"}"#.to_vec(),
+        br#"{"type":"message","conversation":"SECRET-123"}"#.to_vec(),
+        wrong_conversation.to_string().into_bytes(),
+        br#"{"type":"message","timestamp":"SECRET-123"}"#.to_vec(),
+        br#"{"type":"message" "SECRET-123"}"#.to_vec(),
+        br#"{"type":"SECRET-123"#.to_vec(),
+    ];
+    for body in bodies {
+        let (status, answer) = post_raw(&bot, body.clone(), None).await;
+        let sent = String::from_utf8_lossy(&body);
+        assert_eq!(status, 400, "{sent}: {answer}");
+        assert!(!answer.contains("SECRET"), "{sent} echoed: {answer}");
+        assert!(answer.contains("not a valid activity"), "{answer}");
+        assert!(answer.contains("line 1 column"), "{answer}");
+    }
+    let (_, answer) = post_raw(&bot, br#"{"type": 5, "x": "SECRET-123"}"#.to_vec(), None).await;
+    assert_eq!(
+        answer,
+        r#"{"error":"body is not a valid activity: wrong type or value at line 1 column 10"}"#
+    );
+    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 0);
+    assert!(connector.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_service_url_the_allowlist_refuses_gets_403_before_the_turn() {
+    let connector = ConnectorStandIn::start().await;
+    let (bot, services) = start_bot(&[]).await;
+    let mut a = Conversation::new("conv|livechat", "user-a", &connector);
+    // Emulator mode: plain http only to loopback hosts.
+    a.service_url = "http://evil.example.com/amer/".to_owned();
+    for text in ["run", "help"] {
+        let (status, body) = post(&bot, &a.message(text)).await;
+        assert_eq!(status, 403, "{text}: {body}");
+        assert_eq!(body, r#"{"error":"serviceUrl not allowed"}"#);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        services.jobs.list_recent(10).await.unwrap().total,
+        0,
+        "no job for a conversation the bot could not answer"
+    );
+    assert!(connector.requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_service_url_that_is_not_an_http_url_gets_400_before_the_turn() {
+    let connector = ConnectorStandIn::start().await;
+    let (bot, services) = start_bot(&[]).await;
+    let mut a = Conversation::new("conv|livechat", "user-a", &connector);
+    for service_url in ["not a url", "ftp://127.0.0.1/amer/", "http://", "/amer/"] {
+        a.service_url = service_url.to_owned();
+        let (status, body) = post(&bot, &a.message("run")).await;
+        assert_eq!(status, 400, "{service_url}: {body}");
+        assert!(body.contains("serviceUrl"), "{body}");
+        assert!(!body.contains(service_url), "{body}");
+    }
+    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 0);
+    assert!(connector.requests().is_empty());
+}

@@ -515,7 +515,9 @@ impl NotificationStore for DynamoDeliveryStore {
             Err(error) => match error.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(refusal)) => {
                     match refusal.item() {
-                        Some(item) => Notification::try_from(item).map(|n| Created::Existing(Box::new(n))),
+                        Some(item) => {
+                            Notification::try_from(item).map(|n| Created::Existing(Box::new(n)))
+                        }
                         None => Err(StoreError::Unavailable(format!(
                             "DynamoDB PutItem on table {} refused notification {} without \
                              returning the stored one",

@@ -131,6 +131,7 @@ struct UnverifiedHeader {
     alg: Option<Value>,
 }
 
+#[derive(Debug, Clone, Copy)]
 enum TokenKind {
     Channel,
     Emulator,
@@ -169,36 +170,118 @@ impl ChannelAuthenticator {
         self.inner.is_some()
     }
 
-    /// Checks the `Authorization` header value of a request carrying `activity`. Ok at once
+    /// Checks the `Authorization` header value of a request carrying `activity`: both steps,
+    /// [`verify_token`](Self::verify_token) then [`VerifiedToken::check_activity`]. Ok at once
     /// when authentication is off. On failure the reason is logged at warn (never the token).
     pub async fn authenticate(
         &self,
         authorization: Option<&str>,
         activity: &Activity,
     ) -> Result<(), AuthError> {
+        self.verify_token(authorization)
+            .await?
+            .check_activity(activity)
+    }
+
+    /// The first step, which needs no activity: the header's scheme, the token's algorithm,
+    /// signature, issuer, audience and lifetime, and for Emulator tokens the app id. Done before
+    /// the body is parsed, so that a request with a bad token is refused without reading what
+    /// it carries. Always Ok when authentication is off. On failure the reason is logged at
+    /// warn (never the token).
+    pub async fn verify_token(
+        &self,
+        authorization: Option<&str>,
+    ) -> Result<VerifiedToken, AuthError> {
         let Some(inner) = &self.inner else {
+            return Ok(VerifiedToken { verified: None });
+        };
+        match inner.verify(authorization).await {
+            Ok(verified) => Ok(VerifiedToken {
+                verified: Some(verified),
+            }),
+            Err(failure) => {
+                tracing::warn!(reason = %failure, "refused an incoming request");
+                Err(AuthError::from(failure))
+            }
+        }
+    }
+}
+
+/// A token that passed [`ChannelAuthenticator::verify_token`]; what is left to check needs the
+/// activity ([`VerifiedToken::check_activity`]).
+#[derive(Clone)]
+pub struct VerifiedToken {
+    /// `None` when authentication is off.
+    verified: Option<Verified>,
+}
+
+#[derive(Clone)]
+struct Verified {
+    kind: TokenKind,
+    claims: Map<String, Value>,
+    /// The signing key's endorsements, when its JWKS entry lists some.
+    endorsements: Option<Vec<String>>,
+}
+
+impl fmt::Debug for VerifiedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.verified {
+            None => f.write_str("VerifiedToken(authentication off)"),
+            Some(verified) => f
+                .debug_struct("VerifiedToken")
+                .field("kind", &verified.kind)
+                .field("claims", &verified.claims.keys().collect::<Vec<_>>())
+                .finish(),
+        }
+    }
+}
+
+impl VerifiedToken {
+    /// The token's verified claims; `None` when authentication is off.
+    pub fn claims(&self) -> Option<&Map<String, Value>> {
+        self.verified.as_ref().map(|v| &v.claims)
+    }
+
+    /// The second step: the token may speak for `activity`. A key that lists endorsements
+    /// signs only for those channels, and a channel token's `serviceurl` claim must be the
+    /// activity's serviceUrl, because the bot will later send its own token there. Always Ok
+    /// when authentication is off. On failure the reason is logged at warn.
+    pub fn check_activity(&self, activity: &Activity) -> Result<(), AuthError> {
+        let Some(verified) = &self.verified else {
             return Ok(());
         };
-        inner
-            .verify(authorization, activity)
-            .await
-            .map_err(|failure| {
-                tracing::warn!(
-                    reason = %failure,
-                    channel_id = activity.channel_id.as_deref().unwrap_or_default(),
-                    "refused an incoming request"
-                );
-                AuthError::from(failure)
-            })
+        verified.check_activity(activity).map_err(|failure| {
+            tracing::warn!(
+                reason = %failure,
+                channel_id = activity.channel_id.as_deref().unwrap_or_default(),
+                "refused an incoming request"
+            );
+            AuthError::from(failure)
+        })
+    }
+}
+
+impl Verified {
+    fn check_activity(&self, activity: &Activity) -> Result<(), AuthFailure> {
+        if let Some(endorsements) = &self.endorsements {
+            let channel_id = activity.channel_id.as_deref().unwrap_or_default();
+            if channel_id.is_empty() || !endorsements.iter().any(|e| e == channel_id) {
+                return Err(AuthFailure::NotEndorsed);
+            }
+        }
+        if let TokenKind::Channel = self.kind {
+            let service_url = activity.service_url.as_deref().unwrap_or_default();
+            let claim = self.claims.get("serviceurl").and_then(Value::as_str);
+            if service_url.is_empty() || claim != Some(service_url) {
+                return Err(AuthFailure::ServiceUrlMismatch);
+            }
+        }
+        Ok(())
     }
 }
 
 impl Inner {
-    async fn verify(
-        &self,
-        authorization: Option<&str>,
-        activity: &Activity,
-    ) -> Result<(), AuthFailure> {
+    async fn verify(&self, authorization: Option<&str>) -> Result<Verified, AuthFailure> {
         let authorization = authorization.ok_or(AuthFailure::MissingHeader)?;
         let (scheme, token) = authorization
             .split_once(' ')
@@ -253,35 +336,22 @@ impl Inner {
             .map_err(|e| jwt_failure(e.kind()))?
             .claims;
 
-        // A key the channel lists endorsements for may only sign for those channels.
-        if let Some(endorsements) = &key.endorsements {
-            let channel_id = activity.channel_id.as_deref().unwrap_or_default();
-            if channel_id.is_empty() || !endorsements.iter().any(|e| e == channel_id) {
-                return Err(AuthFailure::NotEndorsed);
+        if let TokenKind::Emulator = kind {
+            let claim = |name: &str| claims.get(name).and_then(Value::as_str);
+            let app_id = match claim("ver") {
+                None | Some("1.0") => claim("appid"),
+                Some("2.0") => claim("azp"),
+                Some(_) => return Err(AuthFailure::UnknownVersion),
+            };
+            if app_id != Some(self.app_id.as_str()) {
+                return Err(AuthFailure::WrongAppId);
             }
         }
-
-        let claim = |name: &str| claims.get(name).and_then(Value::as_str);
-        match kind {
-            TokenKind::Channel => {
-                // The bot will later send its own token to this serviceUrl.
-                let service_url = activity.service_url.as_deref().unwrap_or_default();
-                if service_url.is_empty() || claim("serviceurl") != Some(service_url) {
-                    return Err(AuthFailure::ServiceUrlMismatch);
-                }
-            }
-            TokenKind::Emulator => {
-                let app_id = match claim("ver") {
-                    None | Some("1.0") => claim("appid"),
-                    Some("2.0") => claim("azp"),
-                    Some(_) => return Err(AuthFailure::UnknownVersion),
-                };
-                if app_id != Some(self.app_id.as_str()) {
-                    return Err(AuthFailure::WrongAppId);
-                }
-            }
-        }
-        Ok(())
+        Ok(Verified {
+            kind,
+            claims,
+            endorsements: key.endorsements.clone(),
+        })
     }
 }
 

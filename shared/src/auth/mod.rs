@@ -6,8 +6,11 @@
 //!   OpenID keys, including the key's `endorsements` and the `serviceurl` claim; Emulator/AAD
 //!   tokens (the issuers of [`EMULATOR_ISSUERS`], plus the configured tenant's for
 //!   SingleTenant) against the AAD keys, with the app id in `appid` (v1) or `azp` (v2). Keys
-//!   are fetched lazily and cached ([`KeyCache`]). Any failure is one generic [`AuthError`],
-//!   which the HTTP layer answers with 401; the reason is logged at warn, never the token.
+//!   are fetched lazily and cached ([`KeyCache`]). The checks come in two steps: the token
+//!   alone ([`ChannelAuthenticator::verify_token`], before the body is parsed), then the token
+//!   against the activity ([`VerifiedToken::check_activity`]: endorsements, `serviceurl`).
+//!   Any failure is one generic [`AuthError`], which the HTTP layer answers with 401; the
+//!   reason is logged at warn, never the token.
 //! - [`AppCredentials`] (outgoing, bot → Connector): the client-credentials token, cached per
 //!   app id and scope until 5 minutes before it expires, fetched by one request however many
 //!   callers wait for it, retried on transient failures. It implements
@@ -31,7 +34,7 @@ use std::sync::Arc;
 
 pub use allowlist::{DEFAULT_ALLOWED_SERVICE_URL_HOSTS, ServiceUrlAllowlist};
 pub use incoming::{
-    AuthError, AuthFailure, CHANNEL_ISSUER, ChannelAuthenticator, EMULATOR_ISSUERS,
+    AuthError, AuthFailure, CHANNEL_ISSUER, ChannelAuthenticator, EMULATOR_ISSUERS, VerifiedToken,
 };
 pub use keys::{FORCED_REFRESH_INTERVAL, KEYS_MAX_AGE, KeyCache, KeyError, SigningKey};
 pub use outgoing::{AppCredentials, BOT_FRAMEWORK_SCOPE, TokenError};

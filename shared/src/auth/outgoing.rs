@@ -324,4 +324,13 @@ impl Credentials for AppCredentials {
             .map(Some)
             .map_err(|e| ConnectorError::Credentials(e.to_string()))
     }
+
+    /// Forgets the cached token. A fetch already in flight still completes and is cached: it
+    /// started after the refused token was issued, so it is a new one.
+    fn invalidate(&self) {
+        let mut state = self.state();
+        if state.token.take().is_some() {
+            tracing::info!(app_id = %self.app_id, "dropped the cached Connector token");
+        }
+    }
 }
