@@ -333,6 +333,35 @@ async fn claiming_a_queued_notification_leases_it_in_one_update() {
 }
 
 #[tokio::test]
+async fn a_released_claim_is_queued_again_with_nothing_counted_in_one_update() {
+    let f = fixture("release").await;
+    let notification = queued("job-10");
+    f.store.create(&notification).await.expect("create");
+    f.store
+        .claim(&notification.id, at(T0), at(T0 + 60_000))
+        .await
+        .expect("claim");
+
+    f.counter.reset();
+    f.store
+        .record(&notification.id, Outcome::Released, at(T0 + 1))
+        .await
+        .expect("release");
+    assert_eq!(f.counter.count("DynamoDB", "UpdateItem"), 1);
+    assert_eq!(f.stored(&notification.id).await, notification);
+    let raw = f.raw_notification(&notification.id).await;
+    assert!(!raw.contains_key("leaseUntil") && !raw.contains_key("expiresAt"));
+    // And it can be claimed at once by the next delivery.
+    assert!(matches!(
+        f.store
+            .claim(&notification.id, at(T0 + 2), at(T0 + 60_002))
+            .await
+            .expect("claim"),
+        Claim::Claimed(_)
+    ));
+}
+
+#[tokio::test]
 async fn a_live_lease_is_busy_until_it_ends_and_then_another_delivery_takes_over() {
     let f = fixture("lease").await;
     let claimed = f.claimed("job-10").await;

@@ -736,6 +736,15 @@ impl NotificationStore for DynamoDeliveryStore {
                 .expression_attribute_values(":queued", string(attr::QUEUED))
                 .expression_attribute_values(":error", string(error))
                 .expression_attribute_values(":one", number(1)),
+            // Given back unattempted: Queued, nothing counted (the names declared above must
+            // all be used, hence the `+ 0`).
+            Outcome::Released => request
+                .update_expression(
+                    "SET #state = :queued, #attempts = #attempts + :zero \
+                     REMOVE #leaseUntil, #expiresAt",
+                )
+                .expression_attribute_values(":queued", string(attr::QUEUED))
+                .expression_attribute_values(":zero", number(0)),
             Outcome::GaveUp {
                 last_error,
                 attempted,

@@ -275,6 +275,9 @@ impl NotificationStore for MemoryNotificationStore {
                 notification.last_error = Some(error);
                 notification.state = DeliveryState::Queued;
             }
+            Outcome::Released => {
+                notification.state = DeliveryState::Queued;
+            }
             Outcome::GaveUp {
                 last_error,
                 attempted,

@@ -276,8 +276,8 @@ pub trait RateLimitStore: Send + Sync {
 /// What the limiter decided for one send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Send after waiting this long (at most `max_wait`).
-    SendAfter(Duration),
+    /// Send at this time (at most `max_wait` from now); the shared state counts it then.
+    SendAt(DateTime<Utc>),
     /// Put the message back: the next chance is this far away.
     RetryIn(Duration),
 }
@@ -291,6 +291,8 @@ pub struct RateLimiter {
     /// keeps delivering to a conversation — the log need not be read back before it is
     /// extended. A stale entry only costs a refused write and a read (versions never repeat).
     cache: std::sync::Mutex<HashMap<String, SendLog>>,
+    /// A moving average of how long admitting a send takes (see [`RateLimiter::headroom`]).
+    admit_time: std::sync::Mutex<Duration>,
 }
 
 /// How many conversations' logs a process remembers before starting afresh.
@@ -305,6 +307,7 @@ impl RateLimiter {
             store,
             config,
             cache: std::sync::Mutex::new(HashMap::new()),
+            admit_time: std::sync::Mutex::new(Duration::from_millis(10)),
         }
     }
 
@@ -343,8 +346,25 @@ impl RateLimiter {
         tenant: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Admission, StoreError> {
+        let started = std::time::Instant::now();
+        let admission = self.decide(channel, conversation, tenant, now).await;
+        if matches!(admission, Ok(Admission::SendAt(_))) {
+            self.learn_headroom(started.elapsed());
+        }
+        admission
+    }
+
+    async fn decide(
+        &self,
+        channel: &str,
+        conversation: &str,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, StoreError> {
         let limits = self.config.for_channel(channel);
         let now_ms = now.timestamp_millis();
+        // The earliest a send can be: after the writes that admit it.
+        let earliest = now_ms + self.headroom().as_millis() as i64;
         let max_wait = self.config.max_wait.as_millis() as i64;
         let conversation_key = format!("c#{channel}#{conversation}");
         let keep_for = limits
@@ -355,6 +375,8 @@ impl RateLimiter {
             .unwrap_or(Duration::ZERO)
             + self.config.margin
             + Duration::from_secs(60);
+        let send_at =
+            |at: i64| Admission::SendAt(DateTime::from_timestamp_millis(at).unwrap_or(now));
 
         for _ in 0..LOG_CONFLICT_RETRIES {
             let log = if limits.conversation.is_empty() {
@@ -365,7 +387,7 @@ impl RateLimiter {
                 self.store.load_log(&conversation_key).await?
             };
             let conversation_at =
-                log.next_allowed(&limits.conversation, now_ms, self.config.margin);
+                log.next_allowed(&limits.conversation, earliest, self.config.margin);
             if conversation_at - now_ms > max_wait {
                 return Ok(Admission::RetryIn(millis(conversation_at - now_ms)));
             }
@@ -385,7 +407,7 @@ impl RateLimiter {
                 _ => conversation_at,
             };
             if limits.conversation.is_empty() {
-                return Ok(Admission::SendAfter(millis(at - now_ms)));
+                return Ok(send_at(at));
             }
             let sends = log.with_send(at);
             if self
@@ -400,13 +422,32 @@ impl RateLimiter {
                         version: log.version + 1,
                     }),
                 );
-                return Ok(Admission::SendAfter(millis(at - now_ms)));
+                return Ok(send_at(at));
             }
             self.remember(&conversation_key, None);
             // Another delivery of this conversation wrote in between (a lease takeover): read
             // again. The tenant slot taken is simply left unused.
         }
         Ok(Admission::RetryIn(Duration::from_secs(1)))
+    }
+
+    /// How far ahead of `now` a send is scheduled: about as long as admitting it takes (the
+    /// state's writes), so the send leaves at its scheduled time instead of late — the
+    /// schedule, not the moment of sending, is what the windows were checked against.
+    fn headroom(&self) -> Duration {
+        let average = *self.admit_time.lock().unwrap_or_else(|p| p.into_inner());
+        (average.mul_f64(1.5) + Duration::from_millis(2)).min(self.config.max_wait / 2)
+    }
+
+    fn learn_headroom(&self, took: Duration) {
+        let mut average = self.admit_time.lock().unwrap_or_else(|p| p.into_inner());
+        *average = average.mul_f64(0.8) + took.mul_f64(0.2);
+    }
+
+    /// How late a send may leave after its scheduled time and still count as on time: half
+    /// the margin the windows were widened by.
+    pub fn lateness_allowed(&self) -> Duration {
+        self.config.margin / 2
     }
 }
 

@@ -305,6 +305,9 @@ pub enum Outcome {
     Failed { reason: String },
     /// A transient answer, to be retried: back to Queued, attempts + 1, `last_error` kept.
     Retry { error: String },
+    /// The claim is given back unattempted (the rate limits said "later"): back to Queued,
+    /// nothing counted.
+    Released,
     /// Transient errors that never cleared (attempts or receives exhausted): GaveUp. Counts an
     /// attempt only when `attempted` (a rate-limit deferral on the last receive made none).
     GaveUp { last_error: String, attempted: bool },

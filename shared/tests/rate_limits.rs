@@ -1,0 +1,254 @@
+//! Channel limits across concurrent invocations: two delivery engines — two Lambda instances,
+//! each with its own in-process cache and its own pollers — share the stores and the queue,
+//! and deliver into a simulator that enforces Teams' limits exactly (429 + Retry-After when a
+//! window is exceeded). On in-memory ports here; on DynamoDB (moto) in the same shape below,
+//! and at scale in `functions/messages/benches/delivery.rs`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use proactive_bot::adapters::dynamodb_delivery::DynamoDeliveryStore;
+use proactive_bot::adapters::memory::{
+    MemoryJobStore, MemoryNotificationStore, MemoryQueue, MemoryRateLimitStore,
+};
+use proactive_bot::adapters::sqs::SqsQueue;
+use proactive_bot::auth::AuthConfig;
+use proactive_bot::delivery::consumer::{DeliveryQueue, consume};
+use proactive_bot::delivery::limits::{LimitsConfig, RateLimitStore};
+use proactive_bot::delivery::{
+    Content, DeliveryState, EngineConfig, Notification, NotificationId, NotificationStore, Source,
+};
+use proactive_bot::jobs::JobStore;
+use proactive_bot::schema::{ChannelAccount, ConversationAccount, ConversationReference};
+use proactive_bot::testing::moto::{self, MotoServer};
+use proactive_bot::testing::simulator::{SimulatorConfig, TeamsSimulator};
+use proactive_bot::wiring::{Ports, Services};
+
+struct Shared {
+    jobs: Arc<dyn JobStore>,
+    notifications: Arc<dyn NotificationStore>,
+    limits: Arc<dyn RateLimitStore>,
+    queue: Arc<dyn DeliveryQueue>,
+}
+
+/// Two "instances" over the same state, each consuming with two pollers.
+fn start_instances(shared: &Shared) -> (Vec<Services>, Vec<tokio::task::JoinHandle<()>>) {
+    let mut instances = Vec::new();
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let services = Services::with_limits(
+            &AuthConfig::default(),
+            LimitsConfig::default(),
+            EngineConfig::default(),
+            Ports {
+                jobs: shared.jobs.clone(),
+                notifications: shared.notifications.clone(),
+                limits: shared.limits.clone(),
+                queue: shared.queue.clone(),
+            },
+        )
+        .unwrap();
+        consumers.push(tokio::spawn(consume(
+            services.engine.clone(),
+            services.queue.clone(),
+            2,
+        )));
+        instances.push(services);
+    }
+    (instances, consumers)
+}
+
+fn reference(
+    simulator: &TeamsSimulator,
+    conversation: &str,
+    tenant: &str,
+) -> ConversationReference {
+    ConversationReference {
+        user: ChannelAccount {
+            id: "user".into(),
+            ..Default::default()
+        },
+        bot: ChannelAccount {
+            id: "bot".into(),
+            ..Default::default()
+        },
+        conversation: ConversationAccount {
+            id: conversation.into(),
+            tenant_id: Some(tenant.into()),
+            ..Default::default()
+        },
+        channel_id: "msteams".into(),
+        service_url: simulator.service_url(),
+        ..Default::default()
+    }
+}
+
+/// Queues `per_conversation[i]` numbered notifications ("<conversation> #<n>") for each
+/// conversation, through the first instance's notifier, interleaved as a busy bot would.
+async fn queue_all(
+    services: &Services,
+    simulator: &TeamsSimulator,
+    plan: &[(String, usize)],
+) -> Vec<NotificationId> {
+    let mut ids = Vec::new();
+    let most = plan.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    for round in 0..most {
+        for (conversation, count) in plan {
+            if round >= *count {
+                continue;
+            }
+            let id = NotificationId::parse(&format!("{conversation}-{round}")).unwrap();
+            let notification = Notification::new(
+                id.clone(),
+                Source::Api {
+                    request: "test".into(),
+                },
+                reference(simulator, conversation, "tenant-1"),
+                Content::text(format!("{conversation} #{round}")),
+                Utc::now(),
+            );
+            services.notifier.notify(notification).await.unwrap();
+            ids.push(id);
+        }
+    }
+    ids
+}
+
+/// Waits for every notification to be Sent, then checks: no 429, each sent exactly once, and
+/// each conversation's in the order queued.
+async fn assert_delivered_within_limits(
+    simulator: &TeamsSimulator,
+    notifications: &dyn NotificationStore,
+    ids: &[NotificationId],
+    plan: &[(String, usize)],
+    within: Duration,
+) {
+    let deadline = Instant::now() + within;
+    loop {
+        let stored = notifications.get_many(ids).await.unwrap();
+        let sent = stored
+            .iter()
+            .filter(|n| matches!(n.state, DeliveryState::Sent { .. }))
+            .count();
+        if sent == ids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sent} of {} sent in {within:?}; 429s so far: {}",
+            ids.len(),
+            simulator.throttled_count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requests = simulator.requests();
+    let first = requests.first().map(|r| r.arrived);
+    let timeline = |conversation: &Option<String>| {
+        requests
+            .iter()
+            .filter(|r| &r.conversation_id == conversation)
+            .map(|r| (r.arrived - first.unwrap(), r.status))
+            .collect::<Vec<_>>()
+    };
+    let throttled: Vec<_> = requests
+        .iter()
+        .filter(|r| r.is_throttled())
+        .map(|r| (r.conversation_id.clone(), timeline(&r.conversation_id)))
+        .collect();
+    assert_eq!(
+        simulator.throttled_count(),
+        0,
+        "the channel never had to throttle: {throttled:#?}"
+    );
+    for (conversation, count) in plan {
+        let texts = simulator.accepted_texts_for(conversation);
+        let expected: Vec<String> = (0..*count)
+            .map(|n| format!("{conversation} #{n}"))
+            .collect();
+        assert_eq!(texts, expected, "exactly once, in order");
+    }
+    let per_conversation: HashMap<String, usize> =
+        plan.iter().map(|(c, n)| (c.clone(), *n)).collect();
+    assert_eq!(
+        simulator.accepted().len(),
+        per_conversation.values().sum::<usize>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_and_a_crowd_stay_within_teams_limits_across_two_instances() {
+    let simulator = TeamsSimulator::start(SimulatorConfig::default()).await;
+    let shared = Shared {
+        jobs: Arc::new(MemoryJobStore::new()),
+        notifications: Arc::new(MemoryNotificationStore::new()),
+        limits: Arc::new(MemoryRateLimitStore::new()),
+        queue: Arc::new(MemoryQueue::new(Duration::from_secs(30), 100)),
+    };
+    let (instances, consumers) = start_instances(&shared);
+    // A burst of 20 into one conversation (the 8th must wait a second, the 9th two), and 80
+    // more across 40 conversations of the same tenant (more than 50 within a second).
+    let mut plan = vec![("burst".to_owned(), 20)];
+    plan.extend((0..40).map(|n| (format!("c{n}"), 2)));
+    let started = Instant::now();
+    let ids = queue_all(&instances[0], &simulator, &plan).await;
+    assert_delivered_within_limits(
+        &simulator,
+        shared.notifications.as_ref(),
+        &ids,
+        &plan,
+        Duration::from_secs(40),
+    )
+    .await;
+    // 20 into one conversation cannot take less than the windows allow (7 at once, then the
+    // 8 / 2 s window: the 20th about 7 s after the first).
+    assert!(
+        started.elapsed() >= Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+    for consumer in consumers {
+        consumer.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limits_hold_across_two_instances_on_dynamodb_and_sqs() {
+    let simulator = TeamsSimulator::start(SimulatorConfig::default()).await;
+    let moto = MotoServer::shared();
+    let resources = moto.create_resources("limits").await;
+    let (config, counter) = moto.sdk_config().await;
+    let dynamodb = moto::dynamodb_client(&config, &counter);
+    let delivery = Arc::new(DynamoDeliveryStore::new(
+        dynamodb.clone(),
+        resources.delivery_table_name.clone(),
+        chrono::Duration::days(1),
+    ));
+    let shared = Shared {
+        jobs: Arc::new(MemoryJobStore::new()),
+        notifications: delivery.clone(),
+        limits: delivery,
+        queue: Arc::new(SqsQueue::new(
+            moto::sqs_client(&config, &counter),
+            &resources.queue_url,
+            &resources.dead_letter_queue_url,
+        )),
+    };
+    let (instances, consumers) = start_instances(&shared);
+    let mut plan = vec![("burst".to_owned(), 12)];
+    plan.extend((0..6).map(|n| (format!("c{n}"), 2)));
+    let ids = queue_all(&instances[0], &simulator, &plan).await;
+    assert_delivered_within_limits(
+        &simulator,
+        shared.notifications.as_ref(),
+        &ids,
+        &plan,
+        Duration::from_secs(60),
+    )
+    .await;
+    for consumer in consumers {
+        consumer.abort();
+    }
+}
