@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local AWS mode: the bot on http://localhost:3978/api/messages with its jobs in DynamoDB and
-# its completions on SQS, both served by moto on 127.0.0.1 over the real AWS wire protocol:
+# its notifications on SQS, both served by moto on 127.0.0.1 over the real AWS wire protocol:
 # no AWS account, no Docker. The bot polls the queue in-process, as the SQS function would.
 #
 #   scripts/local-aws.sh                 # moto on 127.0.0.1:5000 (or a free port), then cargo run
@@ -8,8 +8,8 @@
 #   MOTO_PORT=5055 scripts/local-aws.sh  # pick moto's port
 #
 # It creates the template's table and queues (scripts/local_resources.py, names prefixed
-# "local-"), exports AWS_ENDPOINT_URL, AWS_REGION, test credentials, JOBS_TABLE_NAME and
-# COMPLETIONS_QUEUE_URL, and runs the bot. Ctrl-C stops the bot, and moto with it. The data
+# "local-"), exports AWS_ENDPOINT_URL, AWS_REGION, test credentials, JOBS_TABLE_NAME,
+# DELIVERY_TABLE_NAME and the two NOTIFICATIONS_* queue URLs, and runs the bot. Ctrl-C stops the bot, and moto with it. The data
 # lives in moto's memory: it is gone when the script ends.
 set -euo pipefail
 
@@ -106,15 +106,17 @@ read_resource() {
     "$PYTHON" -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$RESOURCES" "$1"
 }
 JOBS_TABLE_NAME="$(read_resource JobsTable)"
-COMPLETIONS_QUEUE_URL="$(read_resource CompletionsQueue)"
-DLQ_URL="$(read_resource CompletionsDeadLetterQueue)"
-export JOBS_TABLE_NAME COMPLETIONS_QUEUE_URL
+DELIVERY_TABLE_NAME="$(read_resource DeliveryTable)"
+NOTIFICATIONS_QUEUE_URL="$(read_resource NotificationsQueue)"
+NOTIFICATIONS_DEAD_LETTER_QUEUE_URL="$(read_resource NotificationsDeadLetterQueue)"
+export JOBS_TABLE_NAME DELIVERY_TABLE_NAME NOTIFICATIONS_QUEUE_URL NOTIFICATIONS_DEAD_LETTER_QUEUE_URL
 
 say ""
 say "local-aws: moto on $ENDPOINT (pid $MOTO_PID, log $MOTO_LOG)"
 say "  JOBS_TABLE_NAME=$JOBS_TABLE_NAME"
-say "  COMPLETIONS_QUEUE_URL=$COMPLETIONS_QUEUE_URL"
-say "  dead-letter queue: $DLQ_URL"
+say "  DELIVERY_TABLE_NAME=$DELIVERY_TABLE_NAME"
+say "  NOTIFICATIONS_QUEUE_URL=$NOTIFICATIONS_QUEUE_URL"
+say "  NOTIFICATIONS_DEAD_LETTER_QUEUE_URL=$NOTIFICATIONS_DEAD_LETTER_QUEUE_URL"
 say "  the bot: http://localhost:${PORT:-3978}/api/messages (Bot Framework Emulator: no app id)"
 say "  see the jobs, from another terminal:"
 say "    python3 scripts/show_jobs.py --endpoint-url $ENDPOINT --table $JOBS_TABLE_NAME"

@@ -1,0 +1,213 @@
+//! The delivery engine at load, as deployed but on this machine: the local runner in AWS mode
+//! (DynamoDB and SQS on moto's server, the FIFO queue consumed by five pollers as Lambda's
+//! event source mapping would) delivering 1,000 notifications into a Teams simulator that
+//! enforces Teams' limits exactly — 970 spread over 100 conversations of one tenant, and a
+//! burst of 30 into one more conversation of that tenant.
+//!
+//! `cargo bench -p messages --bench delivery`. Prints: 429s received, the time to deliver all
+//! divided by the floor the limits allow, lost, duplicates, out of order, and AWS requests per
+//! notification. The figures are printed, not asserted.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use messages::local::LocalBot;
+use proactive_bot::auth::AuthConfig;
+use proactive_bot::config::{Backend, Settings};
+use proactive_bot::delivery::limits::{ChannelLimits, SendLog, Window};
+use proactive_bot::delivery::{Content, Notification, NotificationId, Source};
+use proactive_bot::schema::{ChannelAccount, ConversationAccount, ConversationReference};
+use proactive_bot::testing::moto::{self, MotoServer};
+use proactive_bot::testing::simulator::{SimulatorConfig, TeamsSimulator};
+use proactive_bot::wiring::{Ports, Services};
+
+const SPREAD: usize = 970;
+const CONVERSATIONS: usize = 100;
+const BURST: usize = 30;
+const TENANT: &str = "tenant-bench";
+
+/// The shortest time `n` sends into one conversation can take under `windows` (greedy, exact).
+fn conversation_floor(windows: &[Window], n: usize) -> Duration {
+    let mut log = SendLog::default();
+    let mut last = 0;
+    for _ in 0..n {
+        last = log.next_allowed(windows, 0, Duration::ZERO);
+        log.sends = log.with_send(last);
+    }
+    Duration::from_millis(last as u64)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let simulator = TeamsSimulator::start(SimulatorConfig::default()).await;
+    let moto = MotoServer::shared();
+    let resources = moto.create_resources("bench").await;
+    let (config, counter) = moto.sdk_config().await;
+    let backend = Backend::Aws {
+        jobs_table: resources.table_name.clone(),
+        delivery_table: resources.delivery_table_name.clone(),
+        queue_url: resources.queue_url.clone(),
+        dead_letter_queue_url: resources.dead_letter_queue_url.clone(),
+    };
+    let ports = Ports::aws(
+        moto::dynamodb_client(&config, &counter),
+        moto::sqs_client(&config, &counter),
+        &backend,
+        chrono::Duration::days(1),
+    )
+    .expect("AWS ports");
+    let settings = Settings::from_lookup(|_| None).expect("settings");
+    let services = Services::with_ports(&AuthConfig::default(), &settings, ports).expect("services");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bot = LocalBot::start(&services, listener).expect("the local runner");
+
+    // The plan: (conversation, sequence number), interleaved as they would arrive.
+    let mut plan: Vec<(String, usize)> = Vec::new();
+    let per_conversation: Vec<usize> = (0..CONVERSATIONS)
+        .map(|c| SPREAD / CONVERSATIONS + usize::from(c < SPREAD % CONVERSATIONS))
+        .collect();
+    let most = per_conversation.iter().max().copied().unwrap_or(0).max(BURST);
+    for round in 0..most {
+        if round < BURST {
+            plan.push(("burst".to_owned(), round));
+        }
+        for (c, count) in per_conversation.iter().enumerate() {
+            if round < *count {
+                plan.push((format!("c{c:03}"), round));
+            }
+        }
+    }
+    assert_eq!(plan.len(), SPREAD + BURST);
+
+    let reference = |conversation: &str| ConversationReference {
+        user: ChannelAccount {
+            id: format!("user-{conversation}"),
+            ..Default::default()
+        },
+        bot: ChannelAccount {
+            id: "bot".into(),
+            ..Default::default()
+        },
+        conversation: ConversationAccount {
+            id: conversation.to_owned(),
+            tenant_id: Some(TENANT.to_owned()),
+            conversation_type: Some("personal".into()),
+            ..Default::default()
+        },
+        channel_id: "msteams".into(),
+        service_url: simulator.service_url(),
+        ..Default::default()
+    };
+
+    eprintln!(
+        "delivering {} notifications ({SPREAD} over {CONVERSATIONS} conversations, {BURST} into one) on moto through the Teams simulator…",
+        plan.len()
+    );
+    counter.reset();
+    let notifier = services.notifier.clone();
+    let started = Instant::now();
+    // Producers as a busy system would be: many at once.
+    futures_util::stream::iter(plan.iter().cloned())
+        .for_each_concurrent(16, |(conversation, seq)| {
+            let notifier = notifier.clone();
+            let reference = reference(&conversation);
+            async move {
+                let notification = Notification::new(
+                    NotificationId::parse(&format!("bench-{conversation}-{seq}")).unwrap(),
+                    Source::Api {
+                        request: "bench".into(),
+                    },
+                    reference,
+                    Content::text(format!("{conversation} #{seq}")),
+                    Utc::now(),
+                );
+                notifier.notify(notification).await.expect("queued");
+            }
+        })
+        .await;
+    let queued_in = started.elapsed();
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut last_progress = (0, Instant::now());
+    let elapsed = loop {
+        let accepted = simulator.accepted().len();
+        if accepted >= plan.len() {
+            break started.elapsed();
+        }
+        if accepted != last_progress.0 {
+            last_progress = (accepted, Instant::now());
+        }
+        if Instant::now() > deadline || last_progress.1.elapsed() > Duration::from_secs(60) {
+            eprintln!("stopped waiting: {accepted} accepted");
+            break started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Late duplicates, if any, would arrive now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let requests_total = counter.snapshot();
+    bot.stop().await.unwrap();
+
+    let accepted = simulator.accepted();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut duplicates = 0;
+    let mut by_conversation: HashMap<String, Vec<usize>> = HashMap::new();
+    for request in &accepted {
+        let text = request.text().to_owned();
+        if !seen.insert(text.clone()) {
+            duplicates += 1;
+            continue;
+        }
+        if let Some((conversation, seq)) = text.split_once(" #") {
+            by_conversation
+                .entry(conversation.to_owned())
+                .or_default()
+                .push(seq.parse().unwrap_or(usize::MAX));
+        }
+    }
+    let lost = plan.len() - seen.len().min(plan.len());
+    let out_of_order: usize = by_conversation
+        .values()
+        .map(|seqs| seqs.windows(2).filter(|w| w[1] < w[0]).count())
+        .sum();
+
+    let teams = ChannelLimits::teams();
+    let tenant_floor = teams
+        .tenant
+        .iter()
+        .map(|w| w.per.mul_f64((plan.len() as f64) / f64::from(w.count)))
+        .max()
+        .unwrap_or_default();
+    let floor = tenant_floor
+        .max(conversation_floor(&teams.conversation, BURST))
+        .max(conversation_floor(
+            &teams.conversation,
+            per_conversation.iter().copied().max().unwrap_or(0),
+        ));
+    let dynamodb: usize = requests_total
+        .iter()
+        .filter(|(k, _)| k.starts_with("DynamoDB."))
+        .map(|(_, n)| n)
+        .sum();
+    let sqs_without_polls: usize = requests_total
+        .iter()
+        .filter(|(k, _)| k.starts_with("SQS.") && *k != "SQS.ReceiveMessage")
+        .map(|(_, n)| n)
+        .sum();
+    let per = |n: usize| n as f64 / plan.len() as f64;
+
+    println!("delivery benchmark: {} notifications through the Teams simulator, local runner on moto", plan.len());
+    println!("  queued in                  {:>8.2} s (producers: 16 at a time)", queued_in.as_secs_f64());
+    println!("  delivered in               {:>8.2} s", elapsed.as_secs_f64());
+    println!("  floor the limits allow     {:>8.2} s (50 / s per tenant; the burst alone {:.2} s)", floor.as_secs_f64(), conversation_floor(&teams.conversation, BURST).as_secs_f64());
+    println!("  time / floor               {:>8.2}   (goal <= 1.2)", elapsed.as_secs_f64() / floor.as_secs_f64());
+    println!("  429s received              {:>8}   (goal 0)", simulator.throttled_count());
+    println!("  lost                       {lost:>8}");
+    println!("  duplicates                 {duplicates:>8}");
+    println!("  out of order               {out_of_order:>8}");
+    println!("  DynamoDB requests / notif. {:>8.2}", per(dynamodb));
+    println!("  SQS requests / notif.      {:>8.2}   (+ the pollers' ReceiveMessage: {:.2})", per(sqs_without_polls), per(requests_total.get("SQS.ReceiveMessage").copied().unwrap_or(0)));
+    println!("  requests by operation      {requests_total:?}");
+}
