@@ -59,7 +59,8 @@ async fn main() {
     )
     .expect("AWS ports");
     let settings = Settings::from_lookup(|_| None).expect("settings");
-    let services = Services::with_ports(&AuthConfig::default(), &settings, ports).expect("services");
+    let services =
+        Services::with_ports(&AuthConfig::default(), &settings, ports).expect("services");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bot = LocalBot::start(&services, listener).expect("the local runner");
 
@@ -68,7 +69,12 @@ async fn main() {
     let per_conversation: Vec<usize> = (0..CONVERSATIONS)
         .map(|c| SPREAD / CONVERSATIONS + usize::from(c < SPREAD % CONVERSATIONS))
         .collect();
-    let most = per_conversation.iter().max().copied().unwrap_or(0).max(BURST);
+    let most = per_conversation
+        .iter()
+        .max()
+        .copied()
+        .unwrap_or(0)
+        .max(BURST);
     for round in 0..most {
         if round < BURST {
             plan.push(("burst".to_owned(), round));
@@ -198,16 +204,42 @@ async fn main() {
         .sum();
     let per = |n: usize| n as f64 / plan.len() as f64;
 
-    println!("delivery benchmark: {} notifications through the Teams simulator, local runner on moto", plan.len());
-    println!("  queued in                  {:>8.2} s (producers: 16 at a time)", queued_in.as_secs_f64());
-    println!("  delivered in               {:>8.2} s", elapsed.as_secs_f64());
-    println!("  floor the limits allow     {:>8.2} s (50 / s per tenant; the burst alone {:.2} s)", floor.as_secs_f64(), conversation_floor(&teams.conversation, BURST).as_secs_f64());
-    println!("  time / floor               {:>8.2}   (goal <= 1.2)", elapsed.as_secs_f64() / floor.as_secs_f64());
-    println!("  429s received              {:>8}   (goal 0)", simulator.throttled_count());
+    println!(
+        "delivery benchmark: {} notifications through the Teams simulator, local runner on moto",
+        plan.len()
+    );
+    println!(
+        "  queued in                  {:>8.2} s (producers: 16 at a time)",
+        queued_in.as_secs_f64()
+    );
+    println!(
+        "  delivered in               {:>8.2} s",
+        elapsed.as_secs_f64()
+    );
+    println!(
+        "  floor the limits allow     {:>8.2} s (50 / s per tenant; the burst alone {:.2} s)",
+        floor.as_secs_f64(),
+        conversation_floor(&teams.conversation, BURST).as_secs_f64()
+    );
+    println!(
+        "  time / floor               {:>8.2}   (goal <= 1.2)",
+        elapsed.as_secs_f64() / floor.as_secs_f64()
+    );
+    println!(
+        "  429s received              {:>8}   (goal 0)",
+        simulator.throttled_count()
+    );
     println!("  lost                       {lost:>8}");
     println!("  duplicates                 {duplicates:>8}");
     println!("  out of order               {out_of_order:>8}");
     println!("  DynamoDB requests / notif. {:>8.2}", per(dynamodb));
-    println!("  SQS requests / notif.      {:>8.2}   (+ the pollers' ReceiveMessage: {:.2})", per(sqs_without_polls), per(requests_total.get("SQS.ReceiveMessage").copied().unwrap_or(0)));
+    println!(
+        "  SQS requests / notif.      {:>8.2}   (+ the pollers' ReceiveMessage: {:.2})",
+        per(sqs_without_polls),
+        per(requests_total
+            .get("SQS.ReceiveMessage")
+            .copied()
+            .unwrap_or(0))
+    );
     println!("  requests by operation      {requests_total:?}");
 }

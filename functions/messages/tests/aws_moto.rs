@@ -104,7 +104,7 @@ async fn the_test_your_bot_procedure_runs_on_dynamodb_and_sqs_at_the_request_flo
     assert_eq!(proactive[0].text(), format!("Job {first} is complete."));
     assert_eq!(proactive[0].body["recipient"]["id"], "user-a");
     // The engine records the delivery, then the poller deletes the message.
-    wait_until(|| async { counter.count("SQS", "DeleteMessage") >= 1 }).await;
+    wait_until(|| async { counter.count("SQS", "DeleteMessageBatch") >= 1 }).await;
     let counts = counter.snapshot();
     // The turn: read the job, create the notification, queue it, complete the job.
     assert_eq!(counts.get("DynamoDB.GetItem"), Some(&2), "{counts:?}");
@@ -118,7 +118,7 @@ async fn the_test_your_bot_procedure_runs_on_dynamodb_and_sqs_at_the_request_flo
     assert_eq!(counts.get("DynamoDB.PutItem"), Some(&2), "{counts:?}");
     assert_eq!(counts.get("DynamoDB.UpdateItem"), Some(&3), "{counts:?}");
     assert_eq!(counts.get("DynamoDB.Scan"), None);
-    assert_eq!(counts.get("SQS.DeleteMessage"), Some(&1), "{counts:?}");
+    assert_eq!(counts.get("SQS.DeleteMessageBatch"), Some(&1), "{counts:?}");
     let number = JobNumber::new(first).unwrap();
     let job = aws.services.jobs.get(number).await.unwrap().unwrap();
     let id = job.status.notification().expect("complete").clone();

@@ -173,6 +173,40 @@ impl QueueConsumer for SqsQueue {
         Ok(output.messages().iter().map(to_event_message).collect())
     }
 
+    async fn delete_all(&self, receipt_handles: &[String]) -> Result<(), QueueError> {
+        for chunk in receipt_handles.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(n, receipt)| {
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(n.to_string())
+                        .receipt_handle(receipt)
+                        .build()
+                        .map_err(|e| QueueError::Unavailable(format!("building the batch: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let output = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| unavailable("DeleteMessageBatch", &self.queue_url, e))?;
+            if let Some(failed) = output.failed().first() {
+                return Err(QueueError::Unavailable(format!(
+                    "SQS DeleteMessageBatch on {}: {} of {} failed ({})",
+                    self.queue_url,
+                    output.failed().len(),
+                    chunk.len(),
+                    failed.code()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError> {
         self.client
             .delete_message()

@@ -34,6 +34,15 @@ pub trait QueueControl: Send + Sync {
 pub trait QueueConsumer: QueueControl {
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<SqsMessage>, QueueError>;
     async fn delete(&self, receipt_handle: &str) -> Result<(), QueueError>;
+
+    /// Deletes several received messages (up to 10), as the event source mapping does after
+    /// a batch; adapters with a batch call use it.
+    async fn delete_all(&self, receipt_handles: &[String]) -> Result<(), QueueError> {
+        for receipt in receipt_handles {
+            self.delete(receipt).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The delivery function's handler: delivers the batch, applies each decision, and lists the
@@ -128,20 +137,21 @@ async fn poll(engine: &DeliveryEngine, queue: &dyn QueueConsumer) {
             continue;
         }
         let (response, _) = handle_records(engine, queue, &records).await;
-        for record in &records {
-            let id = record.message_id.as_deref().unwrap_or_default();
-            if response
-                .batch_item_failures
-                .iter()
-                .any(|f| f.item_identifier == id)
-            {
-                continue;
-            }
-            if let Some(receipt) = record.receipt_handle.as_deref()
-                && let Err(error) = queue.delete(receipt).await
-            {
-                tracing::warn!(error = %error, message_id = id, "could not delete a processed message");
-            }
+        let done: Vec<String> = records
+            .iter()
+            .filter(|record| {
+                let id = record.message_id.as_deref().unwrap_or_default();
+                !response
+                    .batch_item_failures
+                    .iter()
+                    .any(|f| f.item_identifier == id)
+            })
+            .filter_map(|record| record.receipt_handle.clone())
+            .collect();
+        if !done.is_empty()
+            && let Err(error) = queue.delete_all(&done).await
+        {
+            tracing::warn!(error = %error, "could not delete processed messages");
         }
     }
 }

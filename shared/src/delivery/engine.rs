@@ -273,19 +273,21 @@ impl DeliveryEngine {
                 Utc::now(),
             )
             .await;
-        match admission {
-            Ok(Admission::SendAt(at)) => {
-                if let Ok(wait) = (at - Utc::now()).to_std() {
-                    tokio::time::sleep(wait).await;
-                }
-                let late = (Utc::now() - at).to_std().unwrap_or_default();
-                if late > self.limiter.lateness_allowed() {
-                    // Leaving now would arrive later than the windows were checked for.
-                    tracing::debug!(?late, "slot missed; trying again at once");
+        let planned = match admission {
+            Ok(Admission::SendAt(at)) => match self.wait_for(at, &notification).await {
+                Ok(Some(at)) => at,
+                Ok(None) => {
                     self.record(&notification, Outcome::Released).await;
-                    return (Delivered::Deferred, Decision::RetryIn(Duration::ZERO));
+                    return (
+                        Delivered::Deferred,
+                        Decision::RetryIn(Duration::from_secs(1)),
+                    );
                 }
-            }
+                Err(error) => {
+                    self.record(&notification, Outcome::Released).await;
+                    return self.store_unavailable(error, receives);
+                }
+            },
             Ok(Admission::RetryIn(delay)) => {
                 if last_receive {
                     return self
@@ -303,8 +305,51 @@ impl DeliveryEngine {
                 self.record(&notification, Outcome::Released).await;
                 return self.store_unavailable(error, receives);
             }
+        };
+        let result = self.send(&notification, last_receive).await;
+        if let Err(error) = self
+            .limiter
+            .sent(
+                &target.channel_id,
+                &target.conversation.id,
+                planned,
+                Utc::now(),
+            )
+            .await
+        {
+            tracing::warn!(error = %error, "could not correct the conversation's send log");
         }
-        self.send(&notification, last_receive).await
+        result
+    }
+
+    /// Waits until `at`; if the wait ends too late (the writes that admitted the send took
+    /// longer than expected), takes a new tenant slot, up to twice, then sends anyway — late,
+    /// with its log entry corrected afterwards. `None`: the tenant has no room soon.
+    async fn wait_for(
+        &self,
+        mut at: chrono::DateTime<Utc>,
+        notification: &Notification,
+    ) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+        for reschedules in 0.. {
+            if let Ok(wait) = (at - Utc::now()).to_std() {
+                tokio::time::sleep(wait).await;
+            }
+            let late = (Utc::now() - at).to_std().unwrap_or_default();
+            if late <= self.limiter.lateness_allowed() || reschedules >= 2 {
+                return Ok(Some(at));
+            }
+            tracing::debug!(?late, "slot missed; taking another");
+            let target = &notification.target;
+            match self
+                .limiter
+                .reschedule(&target.channel_id, target.tenant_id(), Utc::now())
+                .await?
+            {
+                Admission::SendAt(next) => at = next,
+                Admission::RetryIn(_) => return Ok(None),
+            }
+        }
+        unreachable!("the loop returns")
     }
 
     async fn send(&self, notification: &Notification, last_receive: bool) -> (Delivered, Decision) {

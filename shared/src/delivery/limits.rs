@@ -338,7 +338,10 @@ impl RateLimiter {
         &self.config
     }
 
-    /// Admits one send into `conversation` (of `tenant`, on `channel`) at or after `now`.
+    /// Admits one send into `conversation` (of `tenant`, on `channel`) at or after `now`:
+    /// checks the conversation's windows against its log, reserves the tenant's next slot, and
+    /// writes the send into the log at the time it is to leave. The caller sends then, and
+    /// reports when the send ended with [`RateLimiter::sent`].
     pub async fn admit(
         &self,
         channel: &str,
@@ -347,26 +350,147 @@ impl RateLimiter {
         now: DateTime<Utc>,
     ) -> Result<Admission, StoreError> {
         let started = std::time::Instant::now();
-        let admission = self.decide(channel, conversation, tenant, now).await;
-        if matches!(admission, Ok(Admission::SendAt(_))) {
-            self.learn_headroom(started.elapsed());
-        }
-        admission
-    }
-
-    async fn decide(
-        &self,
-        channel: &str,
-        conversation: &str,
-        tenant: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<Admission, StoreError> {
         let limits = self.config.for_channel(channel);
         let now_ms = now.timestamp_millis();
         // The earliest a send can be: after the writes that admit it.
         let earliest = now_ms + self.headroom().as_millis() as i64;
         let max_wait = self.config.max_wait.as_millis() as i64;
-        let conversation_key = format!("c#{channel}#{conversation}");
+        let key = conversation_key(channel, conversation);
+        let send_at =
+            |at: i64| Admission::SendAt(DateTime::from_timestamp_millis(at).unwrap_or(now));
+
+        for _ in 0..LOG_CONFLICT_RETRIES {
+            let log = self.log(&key, limits).await?;
+            let conversation_at =
+                log.next_allowed(&limits.conversation, earliest, self.config.margin);
+            if conversation_at - now_ms > max_wait {
+                return Ok(Admission::RetryIn(millis(conversation_at - now_ms)));
+            }
+            let at = match self
+                .reserve_tenant_slot(channel, tenant, limits, conversation_at, now_ms)
+                .await?
+            {
+                Ok(at) => at,
+                Err(next) => return Ok(Admission::RetryIn(millis(next - now_ms))),
+            };
+            if limits.conversation.is_empty() {
+                self.learn_headroom(started.elapsed());
+                return Ok(send_at(at));
+            }
+            let sends = log.with_send(at);
+            if self.write_log(&key, limits, &log, sends).await? {
+                self.learn_headroom(started.elapsed());
+                return Ok(send_at(at));
+            }
+            // Another delivery of this conversation wrote in between (a lease takeover, or
+            // this process's copy of the log was stale): read again. The tenant slot taken is
+            // left unused.
+        }
+        Ok(Admission::RetryIn(Duration::from_secs(1)))
+    }
+
+    /// A send admitted for `planned` missed it (it is now later than that by more than
+    /// [`RateLimiter::lateness_allowed`]): takes a new tenant slot, so the tenant's sends stay
+    /// evenly spaced. Returns when to send, or how long until the tenant has room.
+    pub async fn reschedule(
+        &self,
+        channel: &str,
+        tenant: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, StoreError> {
+        let limits = self.config.for_channel(channel);
+        let now_ms = now.timestamp_millis();
+        let earliest = now_ms + self.headroom().as_millis() as i64;
+        Ok(
+            match self
+                .reserve_tenant_slot(channel, tenant, limits, earliest, now_ms)
+                .await?
+            {
+                Ok(at) => Admission::SendAt(DateTime::from_timestamp_millis(at).unwrap_or(now)),
+                Err(next) => Admission::RetryIn(millis(next - now_ms)),
+            },
+        )
+    }
+
+    /// Reports that a send admitted for `planned` ended at `ended`. When it ended later than
+    /// planned by more than the lateness allowed, the log's entry moves to `ended` — the
+    /// latest the channel can have counted it — so later sends keep their distance from it.
+    pub async fn sent(
+        &self,
+        channel: &str,
+        conversation: &str,
+        planned: DateTime<Utc>,
+        ended: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let limits = self.config.for_channel(channel);
+        if limits.conversation.is_empty()
+            || (ended - planned).to_std().unwrap_or_default() <= self.lateness_allowed()
+        {
+            return Ok(());
+        }
+        let key = conversation_key(channel, conversation);
+        let (planned, ended) = (planned.timestamp_millis(), ended.timestamp_millis());
+        for _ in 0..LOG_CONFLICT_RETRIES {
+            let log = self.log(&key, limits).await?;
+            let mut sends = log.sends.clone();
+            match sends.iter().rposition(|&t| t == planned) {
+                Some(index) => sends[index] = ended,
+                None => sends.push(ended),
+            }
+            sends.sort_unstable();
+            if self.write_log(&key, limits, &log, sends).await? {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "the send log of {conversation} kept changing under this delivery"
+        )))
+    }
+
+    async fn reserve_tenant_slot(
+        &self,
+        channel: &str,
+        tenant: Option<&str>,
+        limits: &ChannelLimits,
+        not_before: i64,
+        now_ms: i64,
+    ) -> Result<Result<i64, i64>, StoreError> {
+        let interval = limits.tenant_interval(self.config.margin);
+        let Some(tenant) = tenant.filter(|_| !interval.is_zero()) else {
+            return Ok(Ok(not_before));
+        };
+        let key = format!("t#{channel}#{tenant}");
+        let latest = now_ms + self.config.max_wait.as_millis() as i64;
+        Ok(
+            match self
+                .store
+                .reserve_slot(&key, interval, not_before, latest)
+                .await?
+            {
+                Slot::Reserved(at) => Ok(at),
+                Slot::Full(next) => Err(next),
+            },
+        )
+    }
+
+    async fn log(&self, key: &str, limits: &ChannelLimits) -> Result<SendLog, StoreError> {
+        if limits.conversation.is_empty() {
+            return Ok(SendLog::default());
+        }
+        match self.cached(key) {
+            Some(log) => Ok(log),
+            None => self.store.load_log(key).await,
+        }
+    }
+
+    /// Writes `sends` over `log` if nobody wrote since it was read; keeps the copy.
+    async fn write_log(
+        &self,
+        key: &str,
+        limits: &ChannelLimits,
+        log: &SendLog,
+        sends: Vec<i64>,
+    ) -> Result<bool, StoreError> {
         let keep_for = limits
             .conversation
             .iter()
@@ -375,60 +499,23 @@ impl RateLimiter {
             .unwrap_or(Duration::ZERO)
             + self.config.margin
             + Duration::from_secs(60);
-        let send_at =
-            |at: i64| Admission::SendAt(DateTime::from_timestamp_millis(at).unwrap_or(now));
-
-        for _ in 0..LOG_CONFLICT_RETRIES {
-            let log = if limits.conversation.is_empty() {
-                SendLog::default()
-            } else if let Some(log) = self.cached(&conversation_key) {
-                log
-            } else {
-                self.store.load_log(&conversation_key).await?
-            };
-            let conversation_at =
-                log.next_allowed(&limits.conversation, earliest, self.config.margin);
-            if conversation_at - now_ms > max_wait {
-                return Ok(Admission::RetryIn(millis(conversation_at - now_ms)));
-            }
-            let interval = limits.tenant_interval(self.config.margin);
-            let at = match tenant {
-                Some(tenant) if !interval.is_zero() => {
-                    let key = format!("t#{channel}#{tenant}");
-                    match self
-                        .store
-                        .reserve_slot(&key, interval, conversation_at, now_ms + max_wait)
-                        .await?
-                    {
-                        Slot::Reserved(at) => at,
-                        Slot::Full(next) => return Ok(Admission::RetryIn(millis(next - now_ms))),
-                    }
-                }
-                _ => conversation_at,
-            };
-            if limits.conversation.is_empty() {
-                return Ok(send_at(at));
-            }
-            let sends = log.with_send(at);
-            if self
-                .store
-                .store_log(&conversation_key, log.version, &sends, keep_for)
-                .await?
-            {
-                self.remember(
-                    &conversation_key,
-                    Some(SendLog {
-                        sends,
-                        version: log.version + 1,
-                    }),
-                );
-                return Ok(send_at(at));
-            }
-            self.remember(&conversation_key, None);
-            // Another delivery of this conversation wrote in between (a lease takeover): read
-            // again. The tenant slot taken is simply left unused.
+        if self
+            .store
+            .store_log(key, log.version, &sends, keep_for)
+            .await?
+        {
+            self.remember(
+                key,
+                Some(SendLog {
+                    sends,
+                    version: log.version + 1,
+                }),
+            );
+            Ok(true)
+        } else {
+            self.remember(key, None);
+            Ok(false)
         }
-        Ok(Admission::RetryIn(Duration::from_secs(1)))
     }
 
     /// How far ahead of `now` a send is scheduled: about as long as admitting it takes (the
@@ -449,6 +536,10 @@ impl RateLimiter {
     pub fn lateness_allowed(&self) -> Duration {
         self.config.margin / 2
     }
+}
+
+fn conversation_key(channel: &str, conversation: &str) -> String {
+    format!("c#{channel}#{conversation}")
 }
 
 fn millis(ms: i64) -> Duration {
