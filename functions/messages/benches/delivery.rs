@@ -1,10 +1,12 @@
 //! The delivery engine at load, as deployed but on this machine: the local runner in AWS mode
 //! (DynamoDB and SQS on moto's server, the FIFO queue consumed by five pollers as Lambda's
-//! event source mapping would) delivering 1,000 notifications into a Teams simulator that
+//! event source mapping would) — and, for comparison, on its in-memory state — delivering 1,000 notifications into a Teams simulator that
 //! enforces Teams' limits exactly — 970 spread over 100 conversations of one tenant, and a
 //! burst of 30 into one more conversation of that tenant.
 //!
-//! `cargo bench -p messages --bench delivery`. Prints: 429s received, the time to deliver all
+//! `cargo bench -p messages --bench delivery` runs four cases: state in memory (the engine
+//! alone) and on moto, each with the producers paced at the tenant's rate and with all 1,000
+//! queued at once; `DELIVERY_BENCH=moto-paced,memory-backlog` picks some. Prints: 429s received, the time to deliver all
 //! divided by the floor the limits allow, lost, duplicates, out of order, and AWS requests per
 //! notification. The figures are printed, not asserted.
 
@@ -19,7 +21,7 @@ use proactive_bot::config::{Backend, Settings};
 use proactive_bot::delivery::limits::{ChannelLimits, SendLog, Window};
 use proactive_bot::delivery::{Content, Notification, NotificationId, Source};
 use proactive_bot::schema::{ChannelAccount, ConversationAccount, ConversationReference};
-use proactive_bot::testing::moto::{self, MotoServer};
+use proactive_bot::testing::moto::{self, MotoServer, RequestCounter};
 use proactive_bot::testing::simulator::{SimulatorConfig, TeamsSimulator};
 use proactive_bot::wiring::{Ports, Services};
 
@@ -27,6 +29,12 @@ const SPREAD: usize = 970;
 const CONVERSATIONS: usize = 100;
 const BURST: usize = 30;
 const TENANT: &str = "tenant-bench";
+
+/// The second moto server, for SQS.
+fn sqs_moto() -> &'static MotoServer {
+    static SQS: std::sync::OnceLock<MotoServer> = std::sync::OnceLock::new();
+    SQS.get_or_init(MotoServer::start)
+}
 
 /// The shortest time `n` sends into one conversation can take under `windows` (greedy, exact).
 fn conversation_floor(windows: &[Window], n: usize) -> Duration {
@@ -39,26 +47,75 @@ fn conversation_floor(windows: &[Window], n: usize) -> Duration {
     Duration::from_millis(last as u64)
 }
 
+/// How the producers hand the notifications over.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Production {
+    /// The burst at once, the rest at the tenant's rate (a busy system in steady state).
+    Paced,
+    /// All 1,000 at once (a backlog to drain).
+    Backlog,
+}
+
+/// Where the state lives.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Store {
+    /// The local runner's default: in process memory (the engine alone).
+    Memory,
+    /// DynamoDB and SQS on moto's server (the deployed shape).
+    Moto,
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    let only = std::env::var("DELIVERY_BENCH").unwrap_or_default();
+    for (store, production) in [
+        (Store::Memory, Production::Paced),
+        (Store::Memory, Production::Backlog),
+        (Store::Moto, Production::Paced),
+        (Store::Moto, Production::Backlog),
+    ] {
+        let name = format!("{store:?}-{production:?}").to_lowercase();
+        if only.is_empty() || only.split(',').any(|o| o == name) {
+            run(store, production).await;
+        }
+    }
+}
+
+async fn run(store: Store, production: Production) {
     let simulator = TeamsSimulator::start(SimulatorConfig::default()).await;
-    let moto = MotoServer::shared();
-    let resources = moto.create_resources("bench").await;
-    let (config, counter) = moto.sdk_config().await;
-    let backend = Backend::Aws {
-        jobs_table: resources.table_name.clone(),
-        delivery_table: resources.delivery_table_name.clone(),
-        queue_url: resources.queue_url.clone(),
-        dead_letter_queue_url: resources.dead_letter_queue_url.clone(),
+    // The environment's settings (RATE_LIMITS, RATE_LIMIT_MAX_WAIT_MS, …) apply, for tuning.
+    let settings = Settings::from_env().expect("settings");
+    let (ports, counter) = match store {
+        Store::Memory => (
+            Ports::in_memory(settings.max_receives),
+            RequestCounter::default(),
+        ),
+        Store::Moto => {
+            // DynamoDB and SQS each on a moto server of its own: one moto process serves one
+            // request at a time (Python's GIL), and AWS runs them as separate services too.
+            let dynamodb = MotoServer::shared();
+            let sqs = sqs_moto();
+            let tables = dynamodb
+                .create_resources(&format!("bench-{production:?}"))
+                .await;
+            let queues = sqs.create_resources(&format!("bench-{production:?}")).await;
+            let (dynamodb_config, counter) = dynamodb.sdk_config().await;
+            let (sqs_config, _) = sqs.sdk_config().await;
+            let ports = Ports::aws(
+                moto::dynamodb_client(&dynamodb_config, &counter),
+                moto::sqs_client(&sqs_config, &counter),
+                &Backend::Aws {
+                    jobs_table: tables.table_name.clone(),
+                    delivery_table: tables.delivery_table_name.clone(),
+                    queue_url: queues.queue_url.clone(),
+                    dead_letter_queue_url: queues.dead_letter_queue_url.clone(),
+                },
+                chrono::Duration::days(1),
+            )
+            .expect("AWS ports");
+            (ports, counter)
+        }
     };
-    let ports = Ports::aws(
-        moto::dynamodb_client(&config, &counter),
-        moto::sqs_client(&config, &counter),
-        &backend,
-        chrono::Duration::days(1),
-    )
-    .expect("AWS ports");
-    let settings = Settings::from_lookup(|_| None).expect("settings");
     let services =
         Services::with_ports(&AuthConfig::default(), &settings, ports).expect("services");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -108,31 +165,48 @@ async fn main() {
     };
 
     eprintln!(
-        "delivering {} notifications ({SPREAD} over {CONVERSATIONS} conversations, {BURST} into one) on moto through the Teams simulator…",
+        "{store:?}, {production:?}: delivering {} notifications ({SPREAD} over {CONVERSATIONS} conversations, {BURST} into one) through the Teams simulator…",
         plan.len()
     );
     counter.reset();
     let notifier = services.notifier.clone();
     let started = Instant::now();
-    // Producers as a busy system would be: many at once.
-    futures_util::stream::iter(plan.iter().cloned())
-        .for_each_concurrent(16, |(conversation, seq)| {
-            let notifier = notifier.clone();
-            let reference = reference(&conversation);
-            async move {
-                let notification = Notification::new(
-                    NotificationId::parse(&format!("bench-{conversation}-{seq}")).unwrap(),
-                    Source::Api {
-                        request: "bench".into(),
-                    },
-                    reference,
-                    Content::text(format!("{conversation} #{seq}")),
-                    Utc::now(),
-                );
-                notifier.notify(notification).await.expect("queued");
+    let produce = |(conversation, seq): (String, usize)| {
+        let notifier = notifier.clone();
+        let reference = reference(&conversation);
+        async move {
+            let notification = Notification::new(
+                NotificationId::parse(&format!("bench-{conversation}-{seq}")).unwrap(),
+                Source::Api {
+                    request: "bench".into(),
+                },
+                reference,
+                Content::text(format!("{conversation} #{seq}")),
+                Utc::now(),
+            );
+            notifier.notify(notification).await.expect("queued");
+        }
+    };
+    match production {
+        Production::Backlog => {
+            futures_util::stream::iter(plan.iter().cloned())
+                .for_each_concurrent(16, produce)
+                .await;
+        }
+        Production::Paced => {
+            let (burst, rest): (Vec<_>, Vec<_>) =
+                plan.iter().cloned().partition(|(c, _)| c == "burst");
+            futures_util::stream::iter(burst)
+                .for_each_concurrent(16, produce)
+                .await;
+            // The rest at 50 per second, in ticks of 100 ms.
+            let mut ticks = tokio::time::interval(Duration::from_millis(100));
+            for chunk in rest.chunks(5) {
+                ticks.tick().await;
+                futures_util::future::join_all(chunk.iter().cloned().map(produce)).await;
             }
-        })
-        .await;
+        }
+    }
     let queued_in = started.elapsed();
 
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -205,11 +279,11 @@ async fn main() {
     let per = |n: usize| n as f64 / plan.len() as f64;
 
     println!(
-        "delivery benchmark: {} notifications through the Teams simulator, local runner on moto",
+        "delivery benchmark ({store:?}, {production:?}): {} notifications through the Teams simulator, local runner",
         plan.len()
     );
     println!(
-        "  queued in                  {:>8.2} s (producers: 16 at a time)",
+        "  queued in                  {:>8.2} s",
         queued_in.as_secs_f64()
     );
     println!(

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use messages::local::LocalBot;
 use proactive_bot::auth::AuthConfig;
-use proactive_bot::config::{Backend, Settings};
+use proactive_bot::config::Settings;
 use proactive_bot::delivery::DeliveryState;
 use proactive_bot::jobs::{JobNumber, JobStatus};
 use proactive_bot::testing::connector::ConnectorStandIn;
 use proactive_bot::testing::moto::{self, MotoServer, RequestCounter};
-use proactive_bot::wiring::{Ports, Services};
+use proactive_bot::wiring::Services;
 use support::*;
 
 struct AwsBot {
@@ -27,19 +27,7 @@ async fn start_on_moto(prefix: &str) -> AwsBot {
     let moto = MotoServer::shared();
     let resources = moto.create_resources(prefix).await;
     let (config, counter) = moto.sdk_config().await;
-    let backend = Backend::Aws {
-        jobs_table: resources.table_name.clone(),
-        delivery_table: resources.delivery_table_name.clone(),
-        queue_url: resources.queue_url.clone(),
-        dead_letter_queue_url: resources.dead_letter_queue_url.clone(),
-    };
-    let ports = Ports::aws(
-        moto::dynamodb_client(&config, &counter),
-        moto::sqs_client(&config, &counter),
-        &backend,
-        chrono::Duration::days(30),
-    )
-    .unwrap();
+    let ports = resources.ports(&config, &counter);
     let settings = Settings::from_lookup(|_| None).unwrap();
     let services = Services::with_ports(&AuthConfig::default(), &settings, ports).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -39,7 +39,6 @@
 //! the millisecond.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -49,8 +48,8 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, Select,
 };
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 
+use super::item::{Attributes, json, millis, number};
 use crate::delivery::NotificationId;
 use crate::jobs::{CompleteOutcome, Job, JobNumber, JobPage, JobStatus, JobStore, StoreError};
 
@@ -116,19 +115,6 @@ impl DynamoJobStore {
     }
 }
 
-fn number(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn millis(at: DateTime<Utc>) -> AttributeValue {
-    number(at.timestamp_millis())
-}
-
-fn json(value: &impl serde::Serialize) -> AttributeValue {
-    // The schema types serialize infallibly (string keys, no custom serializers).
-    AttributeValue::S(serde_json::to_string(value).expect("schema types always serialize"))
-}
-
 fn key(number: JobNumber) -> HashMap<String, AttributeValue> {
     HashMap::from([(attr::JOB_NUMBER.to_owned(), self::number(number.get()))])
 }
@@ -164,37 +150,12 @@ fn to_item(job: &Job) -> HashMap<String, AttributeValue> {
     item
 }
 
-/// Typed, error-reporting access to an item's attributes.
-struct Attributes<'a>(&'a HashMap<String, AttributeValue>);
+/// Reads a job from its item.
+trait JobItem {
+    fn job(&self) -> Result<Job, String>;
+}
 
-impl Attributes<'_> {
-    fn string(&self, name: &str) -> Result<&str, String> {
-        match self.0.get(name) {
-            Some(AttributeValue::S(value)) => Ok(value),
-            Some(other) => Err(format!("{name} is not a string: {other:?}")),
-            None => Err(format!("{name} is missing")),
-        }
-    }
-
-    fn number<T: FromStr>(&self, name: &str) -> Result<T, String> {
-        match self.0.get(name) {
-            Some(AttributeValue::N(value)) => value
-                .parse()
-                .map_err(|_| format!("{name} is not a valid number: {value:?}")),
-            Some(other) => Err(format!("{name} is not a number: {other:?}")),
-            None => Err(format!("{name} is missing")),
-        }
-    }
-
-    fn millis(&self, name: &str) -> Result<DateTime<Utc>, String> {
-        let value: i64 = self.number(name)?;
-        DateTime::from_timestamp_millis(value).ok_or_else(|| format!("{name} is out of range"))
-    }
-
-    fn json<T: DeserializeOwned>(&self, name: &str) -> Result<T, String> {
-        serde_json::from_str(self.string(name)?).map_err(|e| format!("{name} is not valid: {e}"))
-    }
-
+impl JobItem for Attributes<'_> {
     fn job(&self) -> Result<Job, String> {
         let number = JobNumber::new(self.number(attr::JOB_NUMBER)?)
             .ok_or_else(|| format!("{} is 0", attr::JOB_NUMBER))?;

@@ -57,7 +57,6 @@
 //! truncated to the millisecond.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -70,8 +69,8 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
 };
 use chrono::{DateTime, Utc};
-use serde::de::DeserializeOwned;
 
+use super::item::{Attributes, json, millis, number, string};
 use crate::delivery::limits::{RateLimitStore, SendLog, Slot};
 use crate::delivery::notification::{
     Claim, Created, DeliveryState, Notification, NotificationId, NotificationStore, Outcome,
@@ -271,23 +270,6 @@ impl DynamoDeliveryStore {
     }
 }
 
-fn number(value: impl ToString) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
-
-fn string(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
-fn millis(at: DateTime<Utc>) -> AttributeValue {
-    number(at.timestamp_millis())
-}
-
-fn json(value: &impl serde::Serialize) -> AttributeValue {
-    // The schema types serialize infallibly (string keys, no custom serializers).
-    AttributeValue::S(serde_json::to_string(value).expect("schema types always serialize"))
-}
-
 fn key(pk: String) -> HashMap<String, AttributeValue> {
     HashMap::from([(attr::PK.to_owned(), AttributeValue::S(pk))])
 }
@@ -381,44 +363,13 @@ fn ended_at(state: &DeliveryState) -> Option<DateTime<Utc>> {
     }
 }
 
-/// Typed, error-reporting access to an item's attributes.
-struct Attributes<'a>(&'a HashMap<String, AttributeValue>);
+/// Reads the delivery table's items.
+trait DeliveryItem {
+    fn notification(&self) -> Result<Notification, String>;
+    fn send_log(&self) -> Result<SendLog, String>;
+}
 
-impl Attributes<'_> {
-    fn string(&self, name: &str) -> Result<&str, String> {
-        match self.0.get(name) {
-            Some(AttributeValue::S(value)) => Ok(value),
-            Some(other) => Err(format!("{name} is not a string: {other:?}")),
-            None => Err(format!("{name} is missing")),
-        }
-    }
-
-    fn optional_string(&self, name: &str) -> Result<Option<String>, String> {
-        match self.0.get(name) {
-            None => Ok(None),
-            Some(_) => self.string(name).map(|s| Some(s.to_owned())),
-        }
-    }
-
-    fn number<T: FromStr>(&self, name: &str) -> Result<T, String> {
-        match self.0.get(name) {
-            Some(AttributeValue::N(value)) => value
-                .parse()
-                .map_err(|_| format!("{name} is not a valid number: {value:?}")),
-            Some(other) => Err(format!("{name} is not a number: {other:?}")),
-            None => Err(format!("{name} is missing")),
-        }
-    }
-
-    fn millis(&self, name: &str) -> Result<DateTime<Utc>, String> {
-        let value: i64 = self.number(name)?;
-        DateTime::from_timestamp_millis(value).ok_or_else(|| format!("{name} is out of range"))
-    }
-
-    fn json<T: DeserializeOwned>(&self, name: &str) -> Result<T, String> {
-        serde_json::from_str(self.string(name)?).map_err(|e| format!("{name} is not valid: {e}"))
-    }
-
+impl DeliveryItem for Attributes<'_> {
     fn notification(&self) -> Result<Notification, String> {
         let pk = self.string(attr::PK)?;
         let id = pk

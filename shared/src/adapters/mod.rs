@@ -2,5 +2,6 @@
 
 pub mod dynamodb;
 pub mod dynamodb_delivery;
+mod item;
 pub mod memory;
 pub mod sqs;

@@ -64,6 +64,29 @@ pub struct LocalResources {
     pub all: BTreeMap<String, String>,
 }
 
+impl LocalResources {
+    /// The backend these resources make.
+    pub fn backend(&self) -> crate::config::Backend {
+        crate::config::Backend::Aws {
+            jobs_table: self.table_name.clone(),
+            delivery_table: self.delivery_table_name.clone(),
+            queue_url: self.queue_url.clone(),
+            dead_letter_queue_url: self.dead_letter_queue_url.clone(),
+        }
+    }
+
+    /// The AWS ports over these resources, every request counted by `counter`.
+    pub fn ports(&self, config: &SdkConfig, counter: &RequestCounter) -> crate::wiring::Ports {
+        crate::wiring::Ports::aws(
+            dynamodb_client(config, counter),
+            sqs_client(config, counter),
+            &self.backend(),
+            chrono::Duration::days(30),
+        )
+        .expect("an AWS backend has AWS ports")
+    }
+}
+
 impl MotoServer {
     /// Starts a server of its own (most tests share one: [`MotoServer::shared`]).
     ///
