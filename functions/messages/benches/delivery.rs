@@ -187,19 +187,33 @@ async fn run(store: Store, production: Production) {
             notifier.notify(notification).await.expect("queued");
         }
     };
+    // Each conversation's notifications are queued one after the other (their order is the
+    // order to keep); conversations concurrently.
+    let mut by_conversation: Vec<(String, Vec<(String, usize)>)> = Vec::new();
+    for item in &plan {
+        match by_conversation.iter_mut().find(|(c, _)| *c == item.0) {
+            Some((_, items)) => items.push(item.clone()),
+            None => by_conversation.push((item.0.clone(), vec![item.clone()])),
+        }
+    }
     match production {
         Production::Backlog => {
-            futures_util::stream::iter(plan.iter().cloned())
-                .for_each_concurrent(16, produce)
+            futures_util::stream::iter(by_conversation)
+                .for_each_concurrent(16, |(_, items)| async {
+                    for item in items {
+                        produce(item).await;
+                    }
+                })
                 .await;
         }
         Production::Paced => {
             let (burst, rest): (Vec<_>, Vec<_>) =
                 plan.iter().cloned().partition(|(c, _)| c == "burst");
-            futures_util::stream::iter(burst)
-                .for_each_concurrent(16, produce)
-                .await;
-            // The rest at 50 per second, in ticks of 100 ms.
+            for item in burst {
+                produce(item).await;
+            }
+            // The rest at 50 per second, in ticks of 100 ms (five conversations a tick, each
+            // in its rounds' order).
             let mut ticks = tokio::time::interval(Duration::from_millis(100));
             for chunk in rest.chunks(5) {
                 ticks.tick().await;
@@ -233,7 +247,7 @@ async fn run(store: Store, production: Production) {
     let accepted = simulator.accepted();
     let mut seen: HashSet<String> = HashSet::new();
     let mut duplicates = 0;
-    let mut by_conversation: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut delivered_order: HashMap<String, Vec<usize>> = HashMap::new();
     for request in &accepted {
         let text = request.text().to_owned();
         if !seen.insert(text.clone()) {
@@ -241,17 +255,22 @@ async fn run(store: Store, production: Production) {
             continue;
         }
         if let Some((conversation, seq)) = text.split_once(" #") {
-            by_conversation
+            delivered_order
                 .entry(conversation.to_owned())
                 .or_default()
                 .push(seq.parse().unwrap_or(usize::MAX));
         }
     }
     let lost = plan.len() - seen.len().min(plan.len());
-    let out_of_order: usize = by_conversation
+    let out_of_order: usize = delivered_order
         .values()
         .map(|seqs| seqs.windows(2).filter(|w| w[1] < w[0]).count())
         .sum();
+    for (conversation, seqs) in &delivered_order {
+        if seqs.windows(2).any(|w| w[1] < w[0]) {
+            eprintln!("out of order in {conversation}: {seqs:?}");
+        }
+    }
 
     let teams = ChannelLimits::teams();
     let tenant_floor = teams

@@ -2,10 +2,10 @@
 //!
 //! For each message, in order within its conversation:
 //!
-//! 1. **Claim** the notification (one conditional write): a duplicate of a sent or failed one
+//! 1. **Admit** it under the channel's rate limits ([`RateLimiter`]): send at a time at most a
+//!    fraction of a second away, or come back later.
+//! 2. **Claim** the notification (one conditional write): a duplicate of a sent or failed one
 //!    stops here, sending nothing.
-//! 2. **Admit** it under the channel's rate limits ([`RateLimiter`]): send at a time at most a
-//!    fraction of a second away, or give the claim back and come back later.
 //! 3. **Send** it through the Connector, and **judge** the answer ([`super::answers`]).
 //! 4. **Record** the outcome (one conditional write) and **decide** what the queue does with
 //!    the message: delete it, make it visible again at a given time, or move it to the
@@ -232,9 +232,35 @@ impl DeliveryEngine {
         results
     }
 
-    /// One message: claim, admit, send, judge, record.
+    /// One message: admit, claim, send, judge, record.
     async fn deliver(&self, message: &DeliveryMessage, receives: u32) -> (Delivered, Decision) {
         let last_receive = receives >= self.config.max_receives;
+        // Admitted first, from the message's own routing, so a message the limits put back
+        // costs no claim and no release. A duplicate found by the claim leaves an unused entry
+        // in the conversation's log: stricter, never looser.
+        let admission = self
+            .limiter
+            .admit(
+                &message.channel,
+                &message.conversation,
+                message.tenant.as_deref(),
+                Utc::now(),
+            )
+            .await;
+        let at = match admission {
+            Ok(Admission::SendAt(at)) => at,
+            Ok(Admission::RetryIn(delay)) => {
+                if last_receive {
+                    return self
+                        .give_up_unattempted(message, "deferred by rate limits on its last receive")
+                        .await;
+                }
+                tracing::debug!(?delay, "rate limits defer the notification");
+                return (Delivered::Deferred, Decision::RetryIn(delay));
+            }
+            Err(error) => return self.store_unavailable(error, receives),
+        };
+
         let now = Utc::now();
         let claim = self
             .store
@@ -262,44 +288,15 @@ impl DeliveryEngine {
         };
         tracing::Span::current().record("source", tracing::field::display(&notification.source));
 
-        // The record, not the message, says where it goes and so which limits apply.
         let target = &notification.target;
-        let admission = self
-            .limiter
-            .admit(
-                &target.channel_id,
-                &target.conversation.id,
-                target.tenant_id(),
-                Utc::now(),
-            )
-            .await;
-        let planned = match admission {
-            Ok(Admission::SendAt(at)) => match self.wait_for(at, &notification).await {
-                Ok(Some(at)) => at,
-                Ok(None) => {
-                    self.record(&notification, Outcome::Released).await;
-                    return (
-                        Delivered::Deferred,
-                        Decision::RetryIn(Duration::from_secs(1)),
-                    );
-                }
-                Err(error) => {
-                    self.record(&notification, Outcome::Released).await;
-                    return self.store_unavailable(error, receives);
-                }
-            },
-            Ok(Admission::RetryIn(delay)) => {
-                if last_receive {
-                    return self
-                        .give_up_unattempted(
-                            &notification,
-                            "deferred by rate limits on its last receive",
-                        )
-                        .await;
-                }
-                tracing::debug!(?delay, "rate limits defer the notification");
+        let planned = match self.wait_for(at, &notification).await {
+            Ok(Some(at)) => at,
+            Ok(None) => {
                 self.record(&notification, Outcome::Released).await;
-                return (Delivered::Deferred, Decision::RetryIn(delay));
+                return (
+                    Delivered::Deferred,
+                    Decision::RetryIn(Duration::from_secs(1)),
+                );
             }
             Err(error) => {
                 self.record(&notification, Outcome::Released).await;
@@ -477,25 +474,35 @@ impl DeliveryEngine {
     /// The last receive came and the rate limits still defer it: given up without an attempt.
     async fn give_up_unattempted(
         &self,
-        notification: &Notification,
+        message: &DeliveryMessage,
         why: &str,
     ) -> (Delivered, Decision) {
-        let last_error = notification
-            .last_error
-            .clone()
-            .unwrap_or_else(|| why.to_owned());
+        let last_error = match self.store.get(&message.id).await {
+            Ok(Some(notification)) if notification.state.is_final() => {
+                return (Delivered::Duplicate, Decision::Done);
+            }
+            Ok(Some(notification)) => notification.last_error.unwrap_or_else(|| why.to_owned()),
+            Ok(None) => return (Delivered::Unknown, Decision::Done),
+            Err(_) => why.to_owned(),
+        };
         tracing::error!(
             last_error,
             "notification given up on its last receive; dead-lettered"
         );
-        self.record(
-            notification,
-            Outcome::GaveUp {
-                last_error: last_error.clone(),
-                attempted: false,
-            },
-        )
-        .await;
+        if let Err(error) = self
+            .store
+            .record(
+                &message.id,
+                Outcome::GaveUp {
+                    last_error: last_error.clone(),
+                    attempted: false,
+                },
+                Utc::now(),
+            )
+            .await
+        {
+            tracing::error!(error = %error, "could not record GaveUp");
+        }
         (Delivered::GaveUp(last_error), Decision::DeadLetter)
     }
 
