@@ -12,7 +12,7 @@
 //! | `DELIVERY_MAX_RECEIVES` | the queue's `maxReceiveCount` (the last receive gives up) | 100 |
 //! | `RATE_LIMITS` | limits for every channel: `conversation=7/1s,8/2s,60/30s,1800/3600s;tenant=50/1s` | Teams' limits |
 //! | `RATE_LIMITS_<CHANNEL>` | limits for one channel (e.g. `RATE_LIMITS_WEBCHAT`), same form | `RATE_LIMITS` |
-//! | `RATE_LIMIT_MAX_WAIT_MS` | the longest a delivery waits in process for its turn | 400 |
+//! | `RATE_LIMIT_MAX_WAIT_MS` | the longest a delivery waits in process for its turn | 200 |
 //! | `RATE_LIMIT_MARGIN_MS` | added to every window for network jitter | 50 |
 //! | `JOB_RETENTION_DAYS` | how long finished jobs are kept (DynamoDB TTL) | 30 |
 //! | `MicrosoftAppPasswordSecretArn` | Secrets Manager secret holding the app password, read at start | unset |
@@ -149,7 +149,7 @@ impl Settings {
                     value,
                 }),
         };
-        limits.max_wait = millis_setting("RATE_LIMIT_MAX_WAIT_MS", 400)?;
+        limits.max_wait = millis_setting("RATE_LIMIT_MAX_WAIT_MS", 200)?;
         limits.margin = millis_setting("RATE_LIMIT_MARGIN_MS", 50)?;
         for channel in ["msteams", "webchat", "directline", "emulator"] {
             let name: &'static str = match channel {

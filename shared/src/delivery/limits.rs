@@ -166,7 +166,7 @@ impl Default for LimitsConfig {
             default: ChannelLimits::teams(),
             by_channel: HashMap::new(),
             margin: Duration::from_millis(50),
-            max_wait: Duration::from_millis(400),
+            max_wait: Duration::from_millis(200),
         }
     }
 }
