@@ -67,6 +67,10 @@ enum Store {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // Logs only when asked for (RUST_LOG=info,…), to look into a run.
+    if std::env::var_os("RUST_LOG").is_some() {
+        proactive_bot::telemetry::init(false);
+    }
     let only = std::env::var("DELIVERY_BENCH").unwrap_or_default();
     for (store, production) in [
         (Store::Memory, Production::Paced),
