@@ -42,7 +42,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure, Select,
@@ -99,7 +99,7 @@ impl DynamoJobStore {
 
     /// `expiresAt` for a job that finished at `finished`.
     fn expires_at(&self, finished: DateTime<Utc>) -> AttributeValue {
-        number((finished + self.retention).timestamp())
+        super::item::expires_at(finished, self.retention)
     }
 
     fn unavailable<E, R>(&self, operation: &str, error: SdkError<E, R>) -> StoreError
@@ -107,11 +107,7 @@ impl DynamoJobStore {
         E: std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        StoreError::Unavailable(format!(
-            "DynamoDB {operation} on table {}: {}",
-            self.table_name,
-            DisplayErrorContext(&error)
-        ))
+        StoreError::Unavailable(super::item::failure(operation, &self.table_name, error))
     }
 }
 

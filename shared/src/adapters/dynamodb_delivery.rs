@@ -62,7 +62,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -174,7 +174,7 @@ impl DynamoDeliveryStore {
 
     /// `expiresAt` for a notification that ended at `ended`.
     fn expires_at(&self, ended: DateTime<Utc>) -> AttributeValue {
-        number((ended + self.retention).timestamp())
+        super::item::expires_at(ended, self.retention)
     }
 
     fn unavailable<E, R>(&self, operation: &str, error: SdkError<E, R>) -> StoreError
@@ -182,11 +182,7 @@ impl DynamoDeliveryStore {
         E: std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        StoreError::Unavailable(format!(
-            "DynamoDB {operation} on table {}: {}",
-            self.table_name,
-            DisplayErrorContext(&error)
-        ))
+        StoreError::Unavailable(super::item::failure(operation, &self.table_name, error))
     }
 
     fn slot_hint(&self, key: &str) -> SlotCase {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -26,6 +27,23 @@ pub(crate) fn millis(at: DateTime<Utc>) -> AttributeValue {
 pub(crate) fn json(value: &impl serde::Serialize) -> AttributeValue {
     // The schema types serialize infallibly (string keys, no custom serializers).
     AttributeValue::S(serde_json::to_string(value).expect("schema types always serialize"))
+}
+
+/// `expiresAt` (the tables' TTL, epoch seconds) for something that ended at `ended`.
+pub(crate) fn expires_at(ended: DateTime<Utc>, retention: chrono::Duration) -> AttributeValue {
+    number((ended + retention).timestamp())
+}
+
+/// What a failed request says: the operation, the table and the SDK's whole error chain.
+pub(crate) fn failure<E, R>(operation: &str, table: &str, error: SdkError<E, R>) -> String
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    format!(
+        "DynamoDB {operation} on table {table}: {}",
+        DisplayErrorContext(&error)
+    )
 }
 
 /// Typed, error-reporting access to an item's attributes; the error says which attribute and
