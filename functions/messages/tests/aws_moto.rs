@@ -103,7 +103,10 @@ async fn the_test_your_bot_procedure_runs_on_dynamodb_and_sqs_at_the_request_flo
     );
     // The delivery: the conversation's send log (read once, then one conditional write), the
     // claim and the record (two conditional updates), beside the turn's job update.
-    assert_eq!(counts.get("DynamoDB.PutItem"), Some(&2), "{counts:?}");
+    // A third PutItem is the log's correction, written only when the send left later than
+    // its slot (a loaded machine can make moto that slow).
+    let puts = counts.get("DynamoDB.PutItem").copied().unwrap_or(0);
+    assert!((2..=3).contains(&puts), "{counts:?}");
     assert_eq!(counts.get("DynamoDB.UpdateItem"), Some(&3), "{counts:?}");
     assert_eq!(counts.get("DynamoDB.Scan"), None);
     assert_eq!(counts.get("SQS.DeleteMessageBatch"), Some(&1), "{counts:?}");

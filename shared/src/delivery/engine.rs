@@ -303,15 +303,11 @@ impl DeliveryEngine {
                 return self.store_unavailable(error, receives);
             }
         };
+        let left = Utc::now();
         let result = self.send(&notification, last_receive).await;
         if let Err(error) = self
             .limiter
-            .sent(
-                &target.channel_id,
-                &target.conversation.id,
-                planned,
-                Utc::now(),
-            )
+            .sent(&target.channel_id, &target.conversation.id, planned, left)
             .await
         {
             tracing::warn!(error = %error, "could not correct the conversation's send log");

@@ -341,7 +341,7 @@ impl RateLimiter {
     /// Admits one send into `conversation` (of `tenant`, on `channel`) at or after `now`:
     /// checks the conversation's windows against its log, reserves the tenant's next slot, and
     /// writes the send into the log at the time it is to leave. The caller sends then, and
-    /// reports when the send ended with [`RateLimiter::sent`].
+    /// reports when the send left with [`RateLimiter::sent`].
     pub async fn admit(
         &self,
         channel: &str,
@@ -412,30 +412,31 @@ impl RateLimiter {
         )
     }
 
-    /// Reports that a send admitted for `planned` ended at `ended`. When it ended later than
-    /// planned by more than the lateness allowed, the log's entry moves to `ended` — the
-    /// latest the channel can have counted it — so later sends keep their distance from it.
+    /// Reports that a send admitted for `planned` left at `left`. When it left later than
+    /// planned by more than the lateness allowed (its slot was missed and retaken), the log's
+    /// entry moves to `left`, so later sends keep their distance from the real one. On time,
+    /// nothing is written.
     pub async fn sent(
         &self,
         channel: &str,
         conversation: &str,
         planned: DateTime<Utc>,
-        ended: DateTime<Utc>,
+        left: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let limits = self.config.for_channel(channel);
         if limits.conversation.is_empty()
-            || (ended - planned).to_std().unwrap_or_default() <= self.lateness_allowed()
+            || (left - planned).to_std().unwrap_or_default() <= self.lateness_allowed()
         {
             return Ok(());
         }
         let key = conversation_key(channel, conversation);
-        let (planned, ended) = (planned.timestamp_millis(), ended.timestamp_millis());
+        let (planned, left) = (planned.timestamp_millis(), left.timestamp_millis());
         for _ in 0..LOG_CONFLICT_RETRIES {
             let log = self.log(&key, limits).await?;
             let mut sends = log.sends.clone();
             match sends.iter().rposition(|&t| t == planned) {
-                Some(index) => sends[index] = ended,
-                None => sends.push(ended),
+                Some(index) => sends[index] = left,
+                None => sends.push(left),
             }
             sends.sort_unstable();
             if self.write_log(&key, limits, &log, sends).await? {
