@@ -98,40 +98,6 @@ pub enum ConnectorError {
     Credentials(String),
 }
 
-impl ConnectorError {
-    /// Worth trying again later: 429, 412, 502, 503, 504, timeouts and transport errors.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            ConnectorError::Status { status, .. } => {
-                matches!(status, 429 | 412 | 502 | 503 | 504)
-            }
-            ConnectorError::Timeout | ConnectorError::Transport(_) => true,
-            ConnectorError::Credentials(_) => true,
-            ConnectorError::ServiceUrlNotAllowed(_) | ConnectorError::InvalidUrl(_) => false,
-        }
-    }
-
-    /// The conversation is gone for the bot (removed, blocked, deleted): stop sending to it.
-    pub fn is_conversation_gone(&self) -> bool {
-        match self {
-            ConnectorError::Status { status, code, .. } => {
-                let code = code.as_deref().unwrap_or_default();
-                (*status == 403
-                    && matches!(
-                        code,
-                        "BotNotInConversationRoster"
-                            | "ConversationBlockedByUser"
-                            | "BotDisabledByAdmin"
-                            | "NotEnoughPermissions"
-                            | "ForbiddenOperationException"
-                    ))
-                    || (*status == 404 && code == "ConversationNotFound")
-            }
-            _ => false,
-        }
-    }
-}
-
 /// The bot's outgoing credentials: the seam through which tokens reach the Connector client.
 ///
 /// Contract: `authorization` returns the full `Authorization` header value to send (for
@@ -462,30 +428,6 @@ mod tests {
         assert_eq!(retry_after(&headers), None);
         headers.insert(reqwest::header::RETRY_AFTER, "7".parse().unwrap());
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
-    }
-
-    #[test]
-    fn gone_conversations_are_recognised_by_status_and_code() {
-        let status = |status: u16, code: &str| ConnectorError::Status {
-            status,
-            code: Some(code.to_owned()),
-            message: String::new(),
-            correlation_id: None,
-            retry_after: None,
-        };
-        for code in [
-            "BotNotInConversationRoster",
-            "ConversationBlockedByUser",
-            "BotDisabledByAdmin",
-            "NotEnoughPermissions",
-            "ForbiddenOperationException",
-        ] {
-            assert!(status(403, code).is_conversation_gone(), "{code}");
-            assert!(!status(400, code).is_conversation_gone(), "{code} with 400");
-        }
-        assert!(status(404, "ConversationNotFound").is_conversation_gone());
-        assert!(!status(403, "Something").is_conversation_gone());
-        assert!(!ConnectorError::InvalidUrl("x".into()).is_retryable());
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use proactive_bot::auth::AppCredentials;
 use proactive_bot::connector::{ConnectorClient, ConnectorConfig, ConnectorError};
+
 use proactive_bot::schema::{Activity, ConversationAccount};
 use proactive_bot::testing::connector::{ConnectorStandIn, ScriptedResponse};
 use proactive_bot::testing::idp::TestIdp;
@@ -103,8 +104,8 @@ async fn the_bot_framework_error_shape_is_parsed() {
         }
         other => panic!("expected a status error, got {other:?}"),
     }
-    assert!(error.is_conversation_gone());
-    assert!(!error.is_retryable());
+    assert!(gone(&error));
+    assert!(!retried(&error));
 }
 
 #[tokio::test]
@@ -131,7 +132,7 @@ async fn the_teams_error_shape_is_parsed() {
         }
         other => panic!("expected a status error, got {other:?}"),
     }
-    assert!(error.is_retryable());
+    assert!(retried(&error));
 }
 
 #[tokio::test]
@@ -158,7 +159,7 @@ async fn throttling_is_retryable_with_its_retry_after_and_a_plain_text_error_is_
         }
         other => panic!("expected a status error, got {other:?}"),
     }
-    assert!(error.is_retryable());
+    assert!(retried(&error));
 }
 
 #[tokio::test]
@@ -177,7 +178,7 @@ async fn a_slow_connector_times_out() {
         .unwrap_err();
     assert!(matches!(error, ConnectorError::Timeout), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(4));
-    assert!(error.is_retryable());
+    assert!(retried(&error));
 }
 
 #[tokio::test]
@@ -199,7 +200,7 @@ async fn a_service_url_the_policy_refuses_is_never_called() {
         .await
         .unwrap_err();
     assert!(matches!(error, ConnectorError::ServiceUrlNotAllowed(_)));
-    assert!(!error.is_retryable());
+    assert!(!retried(&error));
     assert!(connector.requests().is_empty());
 }
 
@@ -223,7 +224,7 @@ async fn a_redirect_is_an_error_and_is_never_followed() {
         }
         other => panic!("expected a status error, got {other:?}"),
     }
-    assert!(!error.is_retryable());
+    assert!(!retried(&error));
     assert_eq!(connector.requests().len(), 1);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
@@ -280,7 +281,7 @@ async fn a_service_url_that_cannot_form_a_url_is_refused_without_a_request() {
             matches!(&error, ConnectorError::InvalidUrl(url) if url == service_url),
             "{service_url:?}: {error:?}"
         );
-        assert!(!error.is_retryable());
+        assert!(!retried(&error));
     }
     assert!(connector.requests().is_empty());
 }
@@ -315,7 +316,7 @@ async fn an_update_maps_errors_like_a_send() {
         .update_activity(&message(&connector, "c", None), "1:sent")
         .await
         .unwrap_err();
-    assert!(error.is_conversation_gone(), "{error:?}");
+    assert!(gone(&error), "{error:?}");
 }
 
 #[tokio::test]
@@ -351,4 +352,23 @@ async fn invalidated_credentials_fetch_a_new_token_for_the_next_send() {
     assert_eq!(headers[0], "Bearer test-access-token-1");
     assert_eq!(headers[1], "Bearer test-access-token-1");
     assert_eq!(headers[2], "Bearer test-access-token-2");
+}
+
+/// The engine's verdict (`delivery::answers`): tried again later.
+fn retried(error: &proactive_bot::connector::ConnectorError) -> bool {
+    matches!(
+        proactive_bot::delivery::answers::classify(error, false),
+        proactive_bot::delivery::answers::Verdict::Transient { .. }
+    )
+}
+
+/// The engine's verdict: the conversation is gone for the bot.
+fn gone(error: &proactive_bot::connector::ConnectorError) -> bool {
+    matches!(
+        proactive_bot::delivery::answers::classify(error, false),
+        proactive_bot::delivery::answers::Verdict::Permanent {
+            conversation_gone: true,
+            ..
+        }
+    )
 }

@@ -15,7 +15,7 @@ use proactive_bot::delivery::limits::LimitsConfig;
 use proactive_bot::delivery::{
     Content, Decision, Delivered, DeliveryState, EngineConfig, Notification, NotificationId, Source,
 };
-use proactive_bot::schema::{ChannelAccount, ConversationAccount, ConversationReference};
+use proactive_bot::schema::ConversationReference;
 use proactive_bot::testing::connector::{ConnectorStandIn, ScriptedResponse};
 use proactive_bot::wiring::{Ports, Services};
 
@@ -86,23 +86,7 @@ impl Drop for Fixture {
 
 impl Fixture {
     fn reference(&self, conversation: &str) -> ConversationReference {
-        ConversationReference {
-            user: ChannelAccount {
-                id: "user".into(),
-                ..Default::default()
-            },
-            bot: ChannelAccount {
-                id: "bot".into(),
-                ..Default::default()
-            },
-            conversation: ConversationAccount {
-                id: conversation.into(),
-                ..Default::default()
-            },
-            channel_id: "emulator".into(),
-            service_url: self.connector.service_url(),
-            ..Default::default()
-        }
+        proactive_bot::testing::reference(&self.connector.service_url(), conversation)
     }
 
     fn notification(&self, id: &str, conversation: &str) -> Notification {

@@ -21,7 +21,7 @@ use proactive_bot::delivery::{
     Content, DeliveryState, EngineConfig, Notification, NotificationId, NotificationStore, Source,
 };
 use proactive_bot::jobs::JobStore;
-use proactive_bot::schema::{ChannelAccount, ConversationAccount, ConversationReference};
+use proactive_bot::schema::ConversationReference;
 use proactive_bot::testing::moto::{self, MotoServer};
 use proactive_bot::testing::simulator::{SimulatorConfig, TeamsSimulator};
 use proactive_bot::wiring::{Ports, Services};
@@ -65,24 +65,10 @@ fn reference(
     conversation: &str,
     tenant: &str,
 ) -> ConversationReference {
-    ConversationReference {
-        user: ChannelAccount {
-            id: "user".into(),
-            ..Default::default()
-        },
-        bot: ChannelAccount {
-            id: "bot".into(),
-            ..Default::default()
-        },
-        conversation: ConversationAccount {
-            id: conversation.into(),
-            tenant_id: Some(tenant.into()),
-            ..Default::default()
-        },
-        channel_id: "msteams".into(),
-        service_url: simulator.service_url(),
-        ..Default::default()
-    }
+    let mut reference = proactive_bot::testing::reference(&simulator.service_url(), conversation);
+    reference.conversation.tenant_id = Some(tenant.into());
+    reference.channel_id = "msteams".into();
+    reference
 }
 
 /// Queues `per_conversation[i]` numbered notifications ("<conversation> #<n>") for each

@@ -208,7 +208,7 @@ async fn scripted_faults_are_taken_in_order_by_their_conversation_only() {
         .send_to_conversation(&message(&sim, "a", None, "a1"))
         .await
         .unwrap_err();
-    assert!(error.is_conversation_gone(), "{error:?}");
+    assert!(gone(&error), "{error:?}");
     assert_eq!(send(&client, &message(&sim, "a", None, "a2")).await.0, 503);
     assert_eq!(send(&client, &message(&sim, "a", None, "a3")).await.0, 200);
     let requests = sim.requests();
@@ -340,4 +340,15 @@ async fn latency_is_added_to_every_answer() {
 async fn waiting_for_more_than_was_accepted_fails() {
     let sim = TeamsSimulator::start(SimulatorConfig::default()).await;
     sim.wait_for_accepted(1, Duration::from_millis(50)).await;
+}
+
+/// The engine's verdict: the conversation is gone for the bot.
+fn gone(error: &proactive_bot::connector::ConnectorError) -> bool {
+    matches!(
+        proactive_bot::delivery::answers::classify(error, false),
+        proactive_bot::delivery::answers::Verdict::Permanent {
+            conversation_gone: true,
+            ..
+        }
+    )
 }

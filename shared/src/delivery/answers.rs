@@ -196,6 +196,19 @@ mod tests {
                 ..
             }
         ));
+        // The codes mean "gone" only with a 403: with a 400 the request itself is wrong.
+        for code in GONE_CODES {
+            assert!(
+                matches!(
+                    classify(&status(400, Some(code)), false),
+                    Verdict::Permanent {
+                        conversation_gone: false,
+                        ..
+                    }
+                ),
+                "{code} with 400"
+            );
+        }
     }
 
     #[test]

@@ -76,14 +76,8 @@ pub struct ConnectorStandIn {
 impl ConnectorStandIn {
     pub async fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the connector stand-in on 127.0.0.1");
-        let addr = listener.local_addr().expect("local addr");
         let router = Router::new().fallback(record).with_state(inner.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let (addr, server) = super::serve_on_loopback(router, "connector stand-in").await;
         ConnectorStandIn {
             addr,
             inner,

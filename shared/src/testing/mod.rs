@@ -10,3 +10,42 @@ pub mod logs;
 pub mod moto;
 pub mod process;
 pub mod simulator;
+
+/// Serves `router` on a free port of 127.0.0.1 until the returned task is aborted; `what`
+/// names the server in the panic if no port can be had.
+pub async fn serve_on_loopback(
+    router: axum::Router,
+    what: &str,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind the {what} on 127.0.0.1: {e}"));
+    let addr = listener.local_addr().expect("local addr");
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    (addr, server)
+}
+
+/// A reference to `conversation` on the Emulator channel, from user `user` to bot `bot`,
+/// reached at `service_url`.
+pub fn reference(service_url: &str, conversation: &str) -> crate::schema::ConversationReference {
+    use crate::schema::{ChannelAccount, ConversationAccount, ConversationReference};
+    ConversationReference {
+        user: ChannelAccount {
+            id: "user".into(),
+            ..Default::default()
+        },
+        bot: ChannelAccount {
+            id: "bot".into(),
+            ..Default::default()
+        },
+        conversation: ConversationAccount {
+            id: conversation.into(),
+            ..Default::default()
+        },
+        channel_id: "emulator".into(),
+        service_url: service_url.into(),
+        ..Default::default()
+    }
+}

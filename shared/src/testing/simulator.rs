@@ -157,14 +157,8 @@ impl TeamsSimulator {
             tenants: HashMap::new(),
             next_id: 0,
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the Teams simulator on 127.0.0.1");
-        let addr = listener.local_addr().expect("local addr");
         let router = Router::new().fallback(answer).with_state(inner.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
-        });
+        let (addr, server) = super::serve_on_loopback(router, "Teams simulator").await;
         TeamsSimulator {
             addr,
             inner,
