@@ -20,6 +20,7 @@
 //! | `source`         | S    | who asked for it ([`Source`](crate::delivery::Source)), as JSON |
 //! | `idempotencyKey` | S    | the producer's key, when it gave one                            |
 //! | `correlationId`  | S    | ties the producing turn, the queue message and the delivery     |
+//! | `batch`          | S    | the notify request it is one recipient of, when it is one       |
 //! | `target`         | S    | the conversation reference as JSON (unknown fields survive)     |
 //! | `content`        | S    | text and attachments as JSON                                    |
 //! | `attempts`       | N    | Connector calls made so far                                     |
@@ -87,6 +88,7 @@ mod attr {
     pub const CREATED_AT: &str = "createdAt";
     pub const SOURCE: &str = "source";
     pub const IDEMPOTENCY_KEY: &str = "idempotencyKey";
+    pub const BATCH: &str = "batch";
     pub const CORRELATION_ID: &str = "correlationId";
     pub const TARGET: &str = "target";
     pub const CONTENT: &str = "content";
@@ -314,6 +316,9 @@ fn to_item(notification: &Notification) -> HashMap<String, AttributeValue> {
     if let Some(last_error) = &notification.last_error {
         item.insert(attr::LAST_ERROR.to_owned(), string(last_error));
     }
+    if let Some(batch) = &notification.batch {
+        item.insert(attr::BATCH.to_owned(), string(batch));
+    }
     let state = match &notification.state {
         DeliveryState::Queued => attr::QUEUED,
         DeliveryState::Sending { lease_until } => {
@@ -397,6 +402,7 @@ impl DeliveryItem for Attributes<'_> {
             source: self.json(attr::SOURCE)?,
             idempotency_key: self.optional_string(attr::IDEMPOTENCY_KEY)?,
             correlation_id: self.string(attr::CORRELATION_ID)?.to_owned(),
+            batch: self.optional_string(attr::BATCH)?,
             target: self.json(attr::TARGET)?,
             content: self.json(attr::CONTENT)?,
             attempts: self.number(attr::ATTEMPTS)?,

@@ -4,4 +4,5 @@ pub mod dynamodb;
 pub mod dynamodb_delivery;
 mod item;
 pub mod memory;
+pub mod memory_registry;
 pub mod sqs;

@@ -42,6 +42,10 @@ use super::notification::{
     Claim, DeliveryMessage, Notification, NotificationStore, Outcome, StoreError,
 };
 use crate::connector::ConnectorClient;
+use crate::registry::ConversationRegistry;
+
+/// The failure reason of a notification whose conversation is not (or no longer) registered.
+pub const NOT_REGISTERED: &str = "not registered";
 
 /// Engine settings.
 #[derive(Debug, Clone, Copy)]
@@ -113,6 +117,7 @@ pub struct DeliveryEngine {
     limiter: RateLimiter,
     connector: ConnectorClient,
     config: EngineConfig,
+    registry: Option<Arc<dyn ConversationRegistry>>,
 }
 
 impl DeliveryEngine {
@@ -127,7 +132,16 @@ impl DeliveryEngine {
             limiter,
             connector,
             config,
+            registry: None,
         }
+    }
+
+    /// Delivers only to conversations active in `registry`, at the reference it holds (the
+    /// latest serviceUrl), and retires a conversation the Connector says is gone. Without a
+    /// registry (unit tests of the engine alone) the notification's own target is used.
+    pub fn with_registry(mut self, registry: Arc<dyn ConversationRegistry>) -> Self {
+        self.registry = Some(registry);
+        self
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -266,7 +280,7 @@ impl DeliveryEngine {
             .store
             .claim(&message.id, now, now + chrono_duration(self.config.lease))
             .await;
-        let notification = match claim {
+        let mut notification = match claim {
             Ok(Claim::Claimed(notification)) => notification,
             Ok(Claim::Final(notification)) => {
                 tracing::info!(
@@ -287,6 +301,30 @@ impl DeliveryEngine {
             Err(error) => return self.store_unavailable(error, receives),
         };
         tracing::Span::current().record("source", tracing::field::display(&notification.source));
+
+        if let Some(registry) = &self.registry {
+            match registry.get(&notification.target.conversation.id).await {
+                Ok(Some(registration)) if registration.status.is_active() => {
+                    notification.target = registration.reference;
+                }
+                Ok(_) => {
+                    tracing::warn!("the conversation is not registered (or retired); not sent");
+                    self.record(
+                        &notification,
+                        Outcome::Failed {
+                            reason: NOT_REGISTERED.to_owned(),
+                        },
+                    )
+                    .await;
+                    return (Delivered::Failed(NOT_REGISTERED.to_owned()), Decision::Done);
+                }
+                Err(error) => {
+                    self.record(&notification, Outcome::Released).await;
+                    return self
+                        .store_unavailable(StoreError::Unavailable(error.to_string()), receives);
+                }
+            }
+        }
 
         let target = &notification.target;
         let planned = match self.wait_for(at, &notification).await {
@@ -397,6 +435,10 @@ impl DeliveryEngine {
                     },
                 )
                 .await;
+                if conversation_gone {
+                    self.retire(&notification.target.conversation.id, &reason)
+                        .await;
+                }
                 (Delivered::Failed(reason), Decision::Done)
             }
             Verdict::Transient {
@@ -440,6 +482,23 @@ impl DeliveryEngine {
                 (Delivered::Retrying(error), Decision::RetryIn(delay))
             }
             Verdict::RefreshToken => unreachable!("handled in the loop"),
+        }
+    }
+
+    /// The Connector says the bot can no longer reach `conversation`: retire it, so no
+    /// producer targets it again until it talks to the bot. Best effort: the notification is
+    /// failed either way, and a later send would be refused the same way.
+    async fn retire(&self, conversation: &str, reason: &str) {
+        let Some(registry) = &self.registry else {
+            return;
+        };
+        match registry.retire(conversation, reason, Utc::now()).await {
+            Ok(retired) => tracing::info!(
+                retired,
+                reason,
+                "conversation retired after a permanent answer"
+            ),
+            Err(error) => tracing::warn!(error = %error, "could not retire the conversation"),
         }
     }
 

@@ -208,6 +208,10 @@ pub struct Notification {
     pub idempotency_key: Option<String>,
     /// Ties the producing turn or request, the queue message and the delivery together in logs.
     pub correlation_id: String,
+    /// The request this notification is one recipient of (a notify API call, a broadcast):
+    /// the store lists a batch's notifications so the request's progress can be counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
     /// The conversation it goes to.
     pub target: ConversationReference,
     pub content: Content,
@@ -234,6 +238,7 @@ impl Notification {
             source,
             idempotency_key: None,
             correlation_id: new_correlation_id(),
+            batch: None,
             target,
             content,
             attempts: 0,
