@@ -15,6 +15,7 @@
 //! | `RATE_LIMIT_MAX_WAIT_MS` | the longest a delivery waits in process for its turn | 200 |
 //! | `RATE_LIMIT_MARGIN_MS` | added to every window for network jitter | 50 |
 //! | `JOB_RETENTION_DAYS` | how long finished jobs are kept (DynamoDB TTL) | 30 |
+//! | `NOTIFY_API_KEY` | local runner: the key `/api/notify` requires (`Authorization: Bearer …`); unset: every notify call refused. Inside Lambda the route uses IAM | unset |
 //! | `MicrosoftAppPasswordSecretArn` | Secrets Manager secret holding the app password, read at start | unset |
 
 use crate::auth::AuthConfig;
@@ -72,7 +73,30 @@ pub struct Settings {
     pub limits: LimitsConfig,
     pub job_retention_days: u32,
     pub app_password_secret_arn: Option<String>,
+    /// The local runner's key for the notify API (`NOTIFY_API_KEY`); inside Lambda the API
+    /// uses IAM instead.
+    pub notify_api_key: Option<Secret>,
     pub auth: AuthConfig,
+}
+
+/// A secret setting: its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Settings {
@@ -185,6 +209,7 @@ impl Settings {
             limits,
             job_retention_days,
             app_password_secret_arn: get("MicrosoftAppPasswordSecretArn"),
+            notify_api_key: get("NOTIFY_API_KEY").map(Secret),
             auth: AuthConfig::from_lookup(&lookup)?,
         })
     }

@@ -40,6 +40,9 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// or a Function URL path reaches the same handler.
 pub const MESSAGES_PATH: &str = "/api/messages";
 
+/// The notify API's path (see [`crate::notify::api`]).
+pub const NOTIFY_PATH: &str = "/api/notify";
+
 /// What the router needs: the conversation and the gates in front of it.
 #[derive(Clone)]
 pub struct AppState {
@@ -48,6 +51,10 @@ pub struct AppState {
     /// Where the bot may later send its token: an activity whose serviceUrl this refuses never
     /// reaches the bot, so no conversation is stored with it.
     pub policy: Arc<dyn ServiceUrlPolicy>,
+    /// The notify API (`/api/notify`); `None` answers 404 there.
+    pub notify: Option<Arc<crate::notify::NotifyService>>,
+    /// Who may call the notify API.
+    pub notify_auth: crate::notify::api::NotifyAuth,
 }
 
 /// The one error type of the HTTP boundary: user errors pass their short reason through,
@@ -68,6 +75,8 @@ pub enum ApiError {
     TurnFailed,
     #[error("not found")]
     NotFound,
+    #[error("temporarily unavailable; try again")]
+    Unavailable,
 }
 
 impl IntoResponse for ApiError {
@@ -80,6 +89,7 @@ impl IntoResponse for ApiError {
             ApiError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ApiError::TurnFailed => StatusCode::BAD_GATEWAY,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         };
         let body = serde_json::json!({ "error": self.to_string() }).to_string();
         (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -90,6 +100,11 @@ impl IntoResponse for ApiError {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route(MESSAGES_PATH, post(messages))
+        .route(NOTIFY_PATH, post(crate::notify::api::submit))
+        .route(
+            &format!("{NOTIFY_PATH}/{{id}}"),
+            axum::routing::get(crate::notify::api::status),
+        )
         .fallback(prefixed_messages)
         .with_state(state)
 }
@@ -116,7 +131,7 @@ async fn messages(State(state): State<AppState>, request: Request) -> Response {
 /// The whole body, at most [`MAX_BODY_BYTES`]: a longer one is refused (a declared
 /// `Content-Length` before reading anything, otherwise once the limit is passed) without
 /// reading the rest; one that stalls (see [`ServeConfig`]) gets 408.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+pub(crate) async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
@@ -183,7 +198,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<()
 
 /// What kind of problem serde found and where, without its message: that can quote the input
 /// (`invalid type: string "…"`), and an answer must not echo what a stranger sent.
-fn describe_parse_error(error: &serde_json::Error) -> String {
+pub(crate) fn describe_parse_error(error: &serde_json::Error) -> String {
     use serde_json::error::Category;
     let what = match error.classify() {
         Category::Syntax => "syntax error",

@@ -19,6 +19,7 @@ pub mod connector;
 pub mod delivery;
 pub mod http;
 pub mod jobs;
+pub mod notify;
 pub mod registry;
 pub mod schema;
 pub mod telemetry;

@@ -11,6 +11,8 @@ use crate::adapters::dynamodb_delivery::DynamoDeliveryStore;
 use crate::adapters::memory::{
     MemoryJobStore, MemoryNotificationStore, MemoryQueue, MemoryRateLimitStore,
 };
+use crate::adapters::memory_registry::MemoryConversationRegistry;
+use crate::adapters::memory_requests::MemoryRequestStore;
 use crate::adapters::sqs::SqsQueue;
 use crate::auth::{Auth, AuthConfig, ChannelAuthenticator};
 use crate::bot::Bot;
@@ -20,6 +22,9 @@ use crate::delivery::consumer::DeliveryQueue;
 use crate::delivery::limits::{LimitsConfig, RateLimitStore, RateLimiter};
 use crate::delivery::{DeliveryEngine, EngineConfig, NotificationStore, Notifier};
 use crate::jobs::JobStore;
+use crate::notify::api::NotifyAuth;
+use crate::notify::{BroadcastTask, FanOutConfig, NotifyService, RequestStore};
+use crate::registry::ConversationRegistry;
 
 /// How long a message the in-memory queue handed out stays invisible unless the engine says
 /// otherwise: longer than the engine's lease, as the template's visibility timeout is.
@@ -37,6 +42,11 @@ pub struct Services {
     /// The delivery queue: producers enqueue; the local runner consumes it as Lambda's event
     /// source mapping would, and the delivery function applies decisions to it.
     pub queue: Arc<dyn DeliveryQueue>,
+    pub registry: Arc<dyn ConversationRegistry>,
+    /// The notify API's producer (named conversations and broadcasts).
+    pub notify: Arc<NotifyService>,
+    /// Who may call the notify API: IAM inside Lambda, `NOTIFY_API_KEY` locally.
+    pub notify_auth: NotifyAuth,
 }
 
 /// The ports a [`Services`] is built over.
@@ -45,6 +55,8 @@ pub struct Ports {
     pub notifications: Arc<dyn NotificationStore>,
     pub limits: Arc<dyn RateLimitStore>,
     pub queue: Arc<dyn DeliveryQueue>,
+    pub registry: Arc<dyn ConversationRegistry>,
+    pub requests: Arc<dyn RequestStore>,
 }
 
 impl Ports {
@@ -55,6 +67,8 @@ impl Ports {
             notifications: Arc::new(MemoryNotificationStore::new()),
             limits: Arc::new(MemoryRateLimitStore::new()),
             queue: Arc::new(MemoryQueue::new(MEMORY_VISIBILITY_TIMEOUT, max_receives)),
+            registry: Arc::new(MemoryConversationRegistry::new()),
+            requests: Arc::new(MemoryRequestStore::new()),
         }
     }
 
@@ -82,7 +96,10 @@ impl Ports {
         Some(Ports {
             jobs: Arc::new(DynamoJobStore::new(dynamodb, jobs_table.clone(), retention)),
             notifications: delivery.clone(),
-            limits: delivery,
+            limits: delivery.clone(),
+            // TODO(registry branch): the DynamoDB registry.
+            registry: Arc::new(MemoryConversationRegistry::new()),
+            requests: delivery,
             queue: Arc::new(SqsQueue::new(
                 sqs,
                 queue_url.clone(),
@@ -144,7 +161,7 @@ impl Services {
         settings: &Settings,
         ports: Ports,
     ) -> Result<Services, ConfigError> {
-        Self::with_limits(
+        let mut services = Self::with_limits(
             auth,
             settings.limits.clone(),
             EngineConfig {
@@ -152,7 +169,16 @@ impl Services {
                 ..EngineConfig::default()
             },
             ports,
-        )
+        )?;
+        services.notify_auth = if crate::telemetry::in_lambda() {
+            NotifyAuth::Iam
+        } else {
+            match &settings.notify_api_key {
+                Some(key) => NotifyAuth::ApiKey(Arc::from(key.expose())),
+                None => NotifyAuth::Closed,
+            }
+        };
+        Ok(services)
     }
 
     /// [`Services::with_ports`] with explicit limits and engine settings.
@@ -178,12 +204,24 @@ impl Services {
             notifier.clone(),
             connector.clone(),
         ));
-        let engine = Arc::new(DeliveryEngine::new(
-            ports.notifications.clone(),
-            RateLimiter::new(ports.limits, limits),
-            connector,
-            engine,
+        let queue: Arc<dyn crate::delivery::NotificationQueue> = ports.queue.clone();
+        let notify = Arc::new(NotifyService::new(
+            ports.requests,
+            ports.registry.clone(),
+            notifier.clone(),
+            queue,
+            FanOutConfig::default(),
         ));
+        let engine = Arc::new(
+            DeliveryEngine::new(
+                ports.notifications.clone(),
+                RateLimiter::new(ports.limits, limits),
+                connector,
+                engine,
+            )
+            .with_registry(ports.registry.clone())
+            .with_task(Arc::new(BroadcastTask::new(notify.clone()))),
+        );
         Ok(Services {
             bot,
             engine,
@@ -193,6 +231,9 @@ impl Services {
             jobs: ports.jobs,
             notifications: ports.notifications,
             queue: ports.queue,
+            registry: ports.registry,
+            notify,
+            notify_auth: NotifyAuth::Closed,
         })
     }
 
@@ -202,6 +243,8 @@ impl Services {
             bot: self.bot.clone(),
             authenticator: self.authenticator.clone(),
             policy: self.policy.clone(),
+            notify: Some(self.notify.clone()),
+            notify_auth: self.notify_auth.clone(),
         })
     }
 }

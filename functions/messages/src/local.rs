@@ -92,6 +92,12 @@ pub async fn run(settings: Settings) -> Result<(), Error> {
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bot = LocalBot::start(&services, listener)?;
     tracing::info!("bot listening on {}; {state}", bot.endpoint());
+    match &services.notify_auth {
+        proactive_bot::notify::api::NotifyAuth::ApiKey(_) => tracing::info!(
+            "notify API on http://{addr}/api/notify (Authorization: Bearer $NOTIFY_API_KEY)"
+        ),
+        _ => tracing::info!("notify API closed: set NOTIFY_API_KEY to open /api/notify"),
+    }
     tokio::signal::ctrl_c().await?;
     tracing::info!("shutting down");
     bot.stop().await?;

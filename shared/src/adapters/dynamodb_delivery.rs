@@ -21,6 +21,7 @@
 //! | `idempotencyKey` | S    | the producer's key, when it gave one                            |
 //! | `correlationId`  | S    | ties the producing turn, the queue message and the delivery     |
 //! | `batch`          | S    | the notify request it is one recipient of, when it is one       |
+//! | `conversation`   | S    | with `batch`: the target conversation's id                      |
 //! | `target`         | S    | the conversation reference as JSON (unknown fields survive)     |
 //! | `content`        | S    | text and attachments as JSON                                    |
 //! | `attempts`       | N    | Connector calls made so far                                     |
@@ -74,7 +75,7 @@ use chrono::{DateTime, Utc};
 use super::item::{Attributes, json, millis, number, string};
 use crate::delivery::limits::{RateLimitStore, SendLog, Slot};
 use crate::delivery::notification::{
-    Claim, Created, DeliveryState, Notification, NotificationId, NotificationStore, Outcome,
+    BatchEntry, BatchPage, Claim, Created, Progress, DeliveryState, Notification, NotificationId, NotificationStore, Outcome,
     StoreError,
 };
 
@@ -89,6 +90,7 @@ mod attr {
     pub const SOURCE: &str = "source";
     pub const IDEMPOTENCY_KEY: &str = "idempotencyKey";
     pub const BATCH: &str = "batch";
+    pub const CONVERSATION: &str = "conversation";
     pub const CORRELATION_ID: &str = "correlationId";
     pub const TARGET: &str = "target";
     pub const CONTENT: &str = "content";
@@ -115,6 +117,11 @@ mod attr {
     pub const NEXT_FREE: &str = "nextFree";
 }
 
+/// The global secondary index listing a batch's notifications: partition key `batch`, sort
+/// key `pk`, projecting `state`, `reason`, `lastError` and `conversation` (a request's
+/// progress needs no more; the content, which may be large, stays out of the index).
+pub const BATCH_INDEX: &str = "NotificationsByBatch";
+
 /// BatchGetItem's limit of keys per request.
 const BATCH_GET_LIMIT: usize = 100;
 /// How many times keys BatchGetItem left unprocessed (throttling, the 16 MB response limit)
@@ -132,9 +139,9 @@ const SLOT_HINTS_MAX: usize = 1024;
 /// Notifications and rate-limit state in a DynamoDB table shaped as the module doc describes.
 #[derive(Debug)]
 pub struct DynamoDeliveryStore {
-    client: Client,
-    table_name: String,
-    retention: chrono::Duration,
+    pub(super) client: Client,
+    pub(super) table_name: String,
+    pub(super) retention: chrono::Duration,
     /// Per slot key, the case of `reserve_slot` that succeeded last: a busy tenant stays busy,
     /// so trying that case first makes the steady state one request.
     slot_hints: Mutex<HashMap<String, SlotCase>>,
@@ -317,7 +324,12 @@ fn to_item(notification: &Notification) -> HashMap<String, AttributeValue> {
         item.insert(attr::LAST_ERROR.to_owned(), string(last_error));
     }
     if let Some(batch) = &notification.batch {
+        // The batch index's keys and what a request's progress reads (see the module doc).
         item.insert(attr::BATCH.to_owned(), string(batch));
+        item.insert(
+            attr::CONVERSATION.to_owned(),
+            string(&notification.target.conversation.id),
+        );
     }
     let state = match &notification.state {
         DeliveryState::Queued => attr::QUEUED,
@@ -368,6 +380,7 @@ fn ended_at(state: &DeliveryState) -> Option<DateTime<Utc>> {
 trait DeliveryItem {
     fn notification(&self) -> Result<Notification, String>;
     fn send_log(&self) -> Result<SendLog, String>;
+    fn batch_entry(&self) -> Result<BatchEntry, String>;
 }
 
 impl DeliveryItem for Attributes<'_> {
@@ -408,6 +421,31 @@ impl DeliveryItem for Attributes<'_> {
             attempts: self.number(attr::ATTEMPTS)?,
             last_error: self.optional_string(attr::LAST_ERROR)?,
             state,
+        })
+    }
+
+    /// A batch index item: the keys, `state`, `reason`, `lastError` and `conversation`.
+    fn batch_entry(&self) -> Result<BatchEntry, String> {
+        let pk = self.string(attr::PK)?;
+        let id = pk
+            .strip_prefix(attr::NOTIFICATION_PREFIX)
+            .and_then(|id| NotificationId::parse(id).ok())
+            .ok_or_else(|| format!("{} {pk:?} is not a notification key", attr::PK))?;
+        let progress = match self.string(attr::STATE)? {
+            attr::QUEUED | attr::SENDING => Progress::Pending,
+            attr::SENT => Progress::Sent,
+            attr::FAILED => Progress::Failed {
+                reason: self.string(attr::REASON)?.to_owned(),
+            },
+            attr::GAVE_UP => Progress::Failed {
+                reason: format!("gave up: {}", self.string(attr::LAST_ERROR)?),
+            },
+            other => return Err(format!("unknown {} {other:?}", attr::STATE)),
+        };
+        Ok(BatchEntry {
+            id,
+            conversation: self.string(attr::CONVERSATION)?.to_owned(),
+            progress,
         })
     }
 
@@ -727,6 +765,51 @@ impl NotificationStore for DynamoDeliveryStore {
             }
             Err(error) => Err(self.unavailable("UpdateItem", error)),
         }
+    }
+
+    async fn list_batch(
+        &self,
+        batch: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<BatchPage, StoreError> {
+        let start = match after {
+            None => None,
+            Some(pk) if pk.starts_with(attr::NOTIFICATION_PREFIX) => Some(HashMap::from([
+                (attr::BATCH.to_owned(), string(batch)),
+                (attr::PK.to_owned(), string(pk)),
+            ])),
+            Some(_) => {
+                return Err(StoreError::Corrupt {
+                    key: "cursor".to_owned(),
+                    detail: "not a cursor this store returned".to_owned(),
+                });
+            }
+        };
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table_name)
+            .index_name(BATCH_INDEX)
+            .key_condition_expression("#batch = :batch")
+            .expression_attribute_names("#batch", attr::BATCH)
+            .expression_attribute_values(":batch", string(batch))
+            .set_exclusive_start_key(start)
+            .limit(limit.clamp(1, 1000) as i32)
+            .send()
+            .await
+            .map_err(|e| self.unavailable("Query", e))?;
+        let entries = output
+            .items()
+            .iter()
+            .map(|item| Attributes(item).batch_entry().map_err(|detail| corrupt(item, detail)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next = output
+            .last_evaluated_key()
+            .and_then(|key| key.get(attr::PK))
+            .and_then(|pk| pk.as_s().ok())
+            .cloned();
+        Ok(BatchPage { entries, next })
     }
 }
 

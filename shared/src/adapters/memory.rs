@@ -22,8 +22,9 @@ use crate::delivery::NotificationStore;
 use crate::delivery::consumer::{QueueConsumer, QueueControl};
 use crate::delivery::limits::{RateLimitStore, SendLog, Slot};
 use crate::delivery::notification::{
-    Claim, Created, DeliveryMessage, DeliveryState, Notification, NotificationId,
-    NotificationQueue, Outcome, QueueError, StoreError as DeliveryStoreError,
+    BatchEntry, BatchPage, Claim, Created, DeliveryState, Notification, NotificationId,
+    NotificationQueue, Outcome, Progress, QueueError, QueueMessage,
+    StoreError as DeliveryStoreError,
 };
 use crate::jobs::{CompleteOutcome, Job, JobNumber, JobPage, JobStatus, JobStore, StoreError};
 
@@ -292,6 +293,30 @@ impl NotificationStore for MemoryNotificationStore {
         }
         Ok(())
     }
+
+    async fn list_batch(
+        &self,
+        batch: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<BatchPage, DeliveryStoreError> {
+        let all = lock(&self.notifications);
+        let mut entries: Vec<BatchEntry> = all
+            .values()
+            .filter(|n| n.batch.as_deref() == Some(batch))
+            .filter(|n| after.is_none_or(|after| n.id.as_str() > after))
+            .map(|n| BatchEntry {
+                id: n.id.clone(),
+                conversation: n.target.conversation.id.clone(),
+                progress: Progress::of(&n.state),
+            })
+            .collect();
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        let limit = limit.max(1);
+        let next = (entries.len() > limit).then(|| entries[limit - 1].id.to_string());
+        entries.truncate(limit);
+        Ok(BatchPage { entries, next })
+    }
 }
 
 /// Rate-limit state in maps behind a mutex.
@@ -508,13 +533,13 @@ impl MemoryQueue {
 
 #[async_trait]
 impl NotificationQueue for MemoryQueue {
-    async fn enqueue(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
+    async fn send(&self, message: &QueueMessage) -> Result<(), QueueError> {
         let mut state = lock(&self.state);
         let now = Instant::now();
         state
             .recent_ids
             .retain(|_, at| now.duration_since(*at) < DEDUPLICATION_WINDOW);
-        if state.recent_ids.contains_key(message.id.as_str()) {
+        if state.recent_ids.contains_key(&message.deduplication_id) {
             return Ok(());
         }
         if state.messages.len() >= self.capacity {
@@ -523,13 +548,15 @@ impl NotificationQueue for MemoryQueue {
                 state.messages.len()
             )));
         }
-        state.recent_ids.insert(message.id.to_string(), now);
+        state
+            .recent_ids
+            .insert(message.deduplication_id.clone(), now);
         state.next_id += 1;
         let message_id = format!("mem-{:08}", state.next_id);
         state.messages.push_back(QueuedMessage {
             message_id,
-            body: message.to_body(),
-            group: message.group(),
+            body: message.body.clone(),
+            group: message.group.clone(),
             receive_count: 0,
             receipt: None,
             visible_at: now,

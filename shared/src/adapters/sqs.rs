@@ -28,7 +28,7 @@ use aws_sdk_sqs::types::{Message, MessageAttributeValue, MessageSystemAttributeN
 
 use crate::delivery::consumer::{QueueConsumer, QueueControl};
 use crate::delivery::notification::{
-    DeliveryMessage, MAX_VISIBILITY, NotificationQueue, QueueError,
+    DeliveryMessage, MAX_VISIBILITY, NotificationQueue, QueueError, QueueMessage,
 };
 
 /// The message attribute carrying the correlation id.
@@ -94,13 +94,13 @@ pub fn visibility_seconds(delay: Duration) -> i32 {
 
 #[async_trait]
 impl NotificationQueue for SqsQueue {
-    async fn enqueue(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
+    async fn send(&self, message: &QueueMessage) -> Result<(), QueueError> {
         self.client
             .send_message()
             .queue_url(&self.queue_url)
-            .message_body(message.to_body())
-            .message_group_id(message.group())
-            .message_deduplication_id(message.id.as_str())
+            .message_body(&message.body)
+            .message_group_id(&message.group)
+            .message_deduplication_id(&message.deduplication_id)
             .set_message_attributes(
                 Self::correlation(&message.correlation_id)?
                     .map(|value| HashMap::from([(CORRELATION_ID_ATTRIBUTE.to_owned(), value)])),
@@ -108,6 +108,57 @@ impl NotificationQueue for SqsQueue {
             .send()
             .await
             .map_err(|e| unavailable("SendMessage", &self.queue_url, e))?;
+        Ok(())
+    }
+
+    /// SendMessageBatch, 10 per request; entries SQS refused are sent again (twice at most),
+    /// then reported.
+    async fn send_many(&self, messages: &[QueueMessage]) -> Result<(), QueueError> {
+        for chunk in messages.chunks(10) {
+            let mut pending: Vec<(usize, &QueueMessage)> = chunk.iter().enumerate().collect();
+            for attempt in 1..=3 {
+                let entries = pending
+                    .iter()
+                    .map(|(n, message)| {
+                        aws_sdk_sqs::types::SendMessageBatchRequestEntry::builder()
+                            .id(n.to_string())
+                            .message_body(&message.body)
+                            .message_group_id(&message.group)
+                            .message_deduplication_id(&message.deduplication_id)
+                            .set_message_attributes(Self::correlation(&message.correlation_id)?.map(
+                                |value| HashMap::from([(CORRELATION_ID_ATTRIBUTE.to_owned(), value)]),
+                            ))
+                            .build()
+                            .map_err(|e| QueueError::Unavailable(format!("building the batch: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let output = self
+                    .client
+                    .send_message_batch()
+                    .queue_url(&self.queue_url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .map_err(|e| unavailable("SendMessageBatch", &self.queue_url, e))?;
+                let failed: Vec<&aws_sdk_sqs::types::BatchResultErrorEntry> =
+                    output.failed().iter().collect();
+                if failed.is_empty() {
+                    break;
+                }
+                if attempt == 3 {
+                    return Err(QueueError::Unavailable(format!(
+                        "SQS SendMessageBatch on {}: {} of {} refused ({}: {})",
+                        self.queue_url,
+                        failed.len(),
+                        chunk.len(),
+                        failed[0].code(),
+                        failed[0].message().unwrap_or_default()
+                    )));
+                }
+                pending.retain(|(n, _)| failed.iter().any(|f| f.id() == n.to_string()));
+                tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+            }
+        }
         Ok(())
     }
 }

@@ -98,6 +98,8 @@ pub enum Delivered {
     Unknown,
     /// Not a delivery message this version understands: acknowledged and logged.
     Malformed(String),
+    /// A [`QueueTask`]'s message, handled by the task: what it did.
+    Task(String),
     /// The store failed before anything was sent: retried.
     StoreUnavailable(String),
 }
@@ -118,6 +120,20 @@ pub struct DeliveryEngine {
     connector: ConnectorClient,
     config: EngineConfig,
     registry: Option<Arc<dyn ConversationRegistry>>,
+    tasks: HashMap<&'static str, Arc<dyn QueueTask>>,
+}
+
+/// Work of a producer that shares the delivery queue without being a delivery — a broadcast's
+/// fan-out, say — so it runs, retries and survives crashes as deliveries do, in the same
+/// function. The engine only routes it: a message whose envelope `kind` is [`QueueTask::kind`]
+/// is handed to the task, outside the conversations' order (a task's messages use their own
+/// message group).
+#[async_trait::async_trait]
+pub trait QueueTask: Send + Sync {
+    /// The envelope `kind` this task handles (not `notification`).
+    fn kind(&self) -> &'static str;
+    /// Handles one message (its whole body is the task's); `receives` is its receive count.
+    async fn run(&self, body: &str, receives: u32) -> (Delivered, Decision);
 }
 
 impl DeliveryEngine {
@@ -133,7 +149,14 @@ impl DeliveryEngine {
             connector,
             config,
             registry: None,
+            tasks: HashMap::new(),
         }
+    }
+
+    /// Routes messages of `task`'s kind to it.
+    pub fn with_task(mut self, task: Arc<dyn QueueTask>) -> Self {
+        self.tasks.insert(task.kind(), task);
+        self
     }
 
     /// Delivers only to conversations active in `registry`, at the reference it holds (the
@@ -154,9 +177,19 @@ impl DeliveryEngine {
         let mut results: Vec<Option<RecordResult>> = vec![None; records.len()];
         let mut groups: Vec<Vec<(usize, DeliveryMessage)>> = Vec::new();
         let mut group_of: HashMap<String, usize> = HashMap::new();
+        let mut tasks = Vec::new();
         for (index, record) in records.iter().enumerate() {
             let message_id = record.message_id.clone().unwrap_or_default();
-            match DeliveryMessage::from_body(record.body.as_deref().unwrap_or_default()) {
+            let body = record.body.as_deref().unwrap_or_default();
+            let task = match self.tasks.is_empty() {
+                true => None,
+                false => envelope_kind(body).and_then(|kind| self.tasks.get(kind.as_str())),
+            };
+            if let Some(task) = task {
+                tasks.push((index, task.clone()));
+                continue;
+            }
+            match DeliveryMessage::from_body(body) {
                 Ok(message) => {
                     let group = *group_of.entry(message.group()).or_insert_with(|| {
                         groups.push(Vec::new());
@@ -175,13 +208,32 @@ impl DeliveryEngine {
             }
         }
 
-        let delivered = futures_util::future::join_all(
+        let run_tasks = futures_util::future::join_all(tasks.into_iter().map(|(index, task)| {
+            let record = &records[index];
+            let message_id = record.message_id.clone().unwrap_or_default();
+            let span = tracing::info_span!("task", kind = task.kind(), message_id = %message_id);
+            async move {
+                let (delivered, decision) = task
+                    .run(record.body.as_deref().unwrap_or_default(), receive_count(record))
+                    .instrument(span)
+                    .await;
+                (
+                    index,
+                    RecordResult {
+                        message_id,
+                        delivered,
+                        decision,
+                    },
+                )
+            }
+        }));
+        let deliveries = futures_util::future::join_all(
             groups
                 .into_iter()
                 .map(|group| self.deliver_conversation(group, records)),
-        )
-        .await;
-        for (index, result) in delivered.into_iter().flatten() {
+        );
+        let (ran, delivered) = futures_util::future::join(run_tasks, deliveries).await;
+        for (index, result) in ran.into_iter().chain(delivered.into_iter().flatten()) {
             results[index] = Some(result);
         }
         results
@@ -568,6 +620,15 @@ impl DeliveryEngine {
             Decision::RetryIn(answers::retry_delay(receives.max(1), None)),
         )
     }
+}
+
+/// The `kind` of a versioned envelope (`{"v":…,"kind":"…",…}`), if the body is one.
+fn envelope_kind(body: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Kind {
+        kind: String,
+    }
+    serde_json::from_str::<Kind>(body).ok().map(|k| k.kind)
 }
 
 /// SQS's `ApproximateReceiveCount` of a record (1 on the first receive).

@@ -26,6 +26,7 @@ pub mod producer;
 pub use engine::{Decision, Delivered, DeliveryEngine, EngineConfig};
 pub use notification::{
     Claim, Content, Created, DeliveryMessage, DeliveryState, Notification, NotificationId,
-    NotificationQueue, NotificationStore, Outcome, QueueError, Source, StoreError,
+    BatchEntry, BatchPage, NotificationQueue, Progress, NotificationStore, Outcome, QueueError, QueueMessage,
+    Source, StoreError,
 };
 pub use producer::{Notifier, NotifyError};

@@ -318,6 +318,48 @@ pub enum Outcome {
     GaveUp { last_error: String, attempted: bool },
 }
 
+/// One notification of a batch, as its request's progress needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchEntry {
+    pub id: NotificationId,
+    /// The conversation it goes to.
+    pub conversation: String,
+    pub progress: Progress,
+}
+
+/// Where one recipient of a batch stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Queued or being sent (or retrying).
+    Pending,
+    Sent,
+    /// Failed, or given up after transient errors (then `reason` starts with `gave up:`).
+    Failed { reason: String },
+}
+
+impl Progress {
+    pub fn of(state: &DeliveryState) -> Progress {
+        match state {
+            DeliveryState::Queued | DeliveryState::Sending { .. } => Progress::Pending,
+            DeliveryState::Sent { .. } => Progress::Sent,
+            DeliveryState::Failed { reason, .. } => Progress::Failed {
+                reason: reason.clone(),
+            },
+            DeliveryState::GaveUp { last_error, .. } => Progress::Failed {
+                reason: format!("gave up: {last_error}"),
+            },
+        }
+    }
+}
+
+/// A page of a batch's notifications.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BatchPage {
+    pub entries: Vec<BatchEntry>,
+    /// Pass it as `after` for the next page; `None` when this was the last one.
+    pub next: Option<String>,
+}
+
 /// Durable notification records.
 ///
 /// Contract, for every adapter:
@@ -332,6 +374,10 @@ pub enum Outcome {
 /// - `record` applies an [`Outcome`] atomically unless the notification is Sent or Failed (a
 ///   late or repeated report cannot undo a final state; that case, and an unknown id, are Ok
 ///   and change nothing). Final states get the store's retention (TTL); others never expire.
+/// - `list_batch` pages through the notifications whose `batch` is the given one, in a stable
+///   order, at most `limit` per page, resuming after the cursor `after` a previous page
+///   returned (an unknown batch is an empty page). On DynamoDB it reads an eventually
+///   consistent index: a state changed a moment ago may show its previous value.
 /// - Failures are [`StoreError::Unavailable`] (retryable) or [`StoreError::Corrupt`].
 #[async_trait]
 pub trait NotificationStore: Send + Sync {
@@ -350,6 +396,12 @@ pub trait NotificationStore: Send + Sync {
         outcome: Outcome,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError>;
+    async fn list_batch(
+        &self,
+        batch: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<BatchPage, StoreError>;
 }
 
 /// "Deliver notification X": the queue message. Carries what the engine needs before it reads
@@ -435,12 +487,18 @@ pub fn group_of(conversation: &str) -> String {
     if printable && !conversation.is_empty() && conversation.len() <= 128 {
         return conversation.to_owned();
     }
+    format!("h-{:016x}", group_hash(conversation))
+}
+
+/// FNV-1a, 64 bits, of a conversation id: stable across processes and versions (it names
+/// message groups and notifications), not a defence against chosen collisions.
+pub fn group_hash(conversation: &str) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in conversation.bytes() {
         hash ^= u64::from(byte);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    format!("h-{hash:016x}")
+    hash
 }
 
 /// Errors of the queue ports.
@@ -460,9 +518,55 @@ pub enum QueueError {
 /// - The same notification id enqueued twice within five minutes is delivered once (FIFO
 ///   deduplication); beyond that, delivery is at least once, and the engine's claim makes a
 ///   duplicate a no-op.
+///
+/// `send` is the one primitive: any [`QueueMessage`] — a delivery, or a producer's task that
+/// shares the queue (see [`super::engine::QueueTask`]). `send_many` sends several (a
+/// broadcast's page) with as few requests as the adapter can (SQS: 10 per request); Ok means
+/// every one was accepted. On an error some may have been accepted: sending them again is
+/// harmless (deduplication, then the engine's claim).
 #[async_trait]
 pub trait NotificationQueue: Send + Sync {
-    async fn enqueue(&self, message: &DeliveryMessage) -> Result<(), QueueError>;
+    async fn send(&self, message: &QueueMessage) -> Result<(), QueueError>;
+
+    async fn send_many(&self, messages: &[QueueMessage]) -> Result<(), QueueError> {
+        for message in messages {
+            self.send(message).await?;
+        }
+        Ok(())
+    }
+
+    async fn enqueue(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
+        self.send(&message.to_queue_message()).await
+    }
+
+    async fn enqueue_many(&self, messages: &[DeliveryMessage]) -> Result<(), QueueError> {
+        let messages: Vec<QueueMessage> =
+            messages.iter().map(DeliveryMessage::to_queue_message).collect();
+        self.send_many(&messages).await
+    }
+}
+
+/// A message as the queue carries it: its body, its FIFO message group, its deduplication id
+/// (the same id within five minutes is accepted once), and a correlation id for the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    pub body: String,
+    pub group: String,
+    pub deduplication_id: String,
+    pub correlation_id: String,
+}
+
+impl DeliveryMessage {
+    /// The queue message delivering this notification: grouped by conversation, deduplicated
+    /// by notification id.
+    pub fn to_queue_message(&self) -> QueueMessage {
+        QueueMessage {
+            body: self.to_body(),
+            group: self.group(),
+            deduplication_id: self.id.to_string(),
+            correlation_id: self.correlation_id.clone(),
+        }
+    }
 }
 
 /// The longest visibility SQS allows: a message can be put back for at most this long.

@@ -56,6 +56,38 @@ impl Notifier {
         Ok(notification)
     }
 
+    /// Hands several notifications to the engine (a notify request's recipients): each
+    /// created as [`Notifier::notify`] does, `concurrency` writes at a time, then the ones to
+    /// queue sent together (SQS: 10 per request). Returns how many were queued; the others
+    /// existed already past Queued (a fan-out running a page again).
+    pub async fn notify_many(
+        &self,
+        notifications: Vec<Notification>,
+        concurrency: usize,
+    ) -> Result<usize, NotifyError> {
+        use futures_util::StreamExt;
+        let created: Vec<Result<Option<Notification>, StoreError>> =
+            futures_util::stream::iter(notifications.into_iter().map(|notification| async move {
+                Ok(match self.store.create(&notification).await? {
+                    Created::New => Some(notification),
+                    Created::Existing(stored) => {
+                        matches!(stored.state, super::DeliveryState::Queued).then_some(*stored)
+                    }
+                })
+            }))
+            .buffer_unordered(concurrency.max(1))
+            .collect()
+            .await;
+        let mut to_queue = Vec::with_capacity(created.len());
+        for result in created {
+            if let Some(notification) = result? {
+                to_queue.push(notification.message());
+            }
+        }
+        self.queue.enqueue_many(&to_queue).await?;
+        Ok(to_queue.len())
+    }
+
     /// The stored notifications among `ids`, by id (for `show` and status queries).
     pub async fn find(
         &self,

@@ -1,0 +1,545 @@
+//! The notify API's producer: "tell these conversations X" from another system, and
+//! broadcasts to every active registered conversation. Beside the delivery core, not in it: it
+//! turns a request into one [`Notification`] per recipient (each in the request's batch) and
+//! hands them to the [`Notifier`]; the engine delivers them within the channel's limits.
+//!
+//! # A request's life
+//! 1. [`NotifyService::submit`] stores a [`NotifyRequest`] (its id derived from the caller's
+//!    `Idempotency-Key`, so the same key again finds it and sends nothing twice).
+//! 2. Named conversations are fanned out at once: the registry says which are active (the
+//!    others count as failed, "not registered", and are never sent to); each active one gets a
+//!    notification, created then queued. `"all": true` is fanned out in the background: a
+//!    [`BroadcastTask`] message on the delivery queue pages through the registry's active
+//!    conversations, a page at a time, saving its cursor after each page.
+//! 3. [`NotifyService::status`] counts the batch's notifications: sent, failed, pending.
+//!
+//! # Exactly once, across crashes
+//! A recipient's notification id is the request id and a hash of the conversation id, so a
+//! fan-out that runs a page again (after a crash between the page and its saved cursor, or an
+//! idempotent retry of the request) finds the notifications it made and queues again only
+//! those still queued: the queue's deduplication and the engine's claim make those harmless.
+
+pub mod api;
+pub mod request;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::delivery::engine::QueueTask;
+use crate::delivery::notification::{group_hash, new_correlation_id};
+use crate::delivery::{
+    Content, Decision, Delivered, Notification, NotificationId, NotificationQueue, Notifier,
+    NotifyError, Progress, QueueMessage, Source, StoreError,
+};
+use crate::registry::{ConversationRegistry, RegistryError};
+pub use request::{InvalidBody, NotifyBody, Target};
+
+/// A stored notify request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyRequest {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub correlation_id: String,
+    pub target: Target,
+    pub content: Content,
+    pub urgent: bool,
+    /// Named conversations: how many (each once). `all`: the active conversations counted
+    /// when the request was accepted.
+    pub recipients: u32,
+    pub fan_out: FanOut,
+}
+
+/// How far a request's fan-out has come.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FanOut {
+    /// The registry cursor after the last page handed over (`all`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+    /// Conversations handed to the engine so far.
+    pub reached: u32,
+    /// Named conversations that were not registered (or retired): failed, never sent to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_registered: Vec<String>,
+    /// Every recipient has its notification.
+    pub done: bool,
+}
+
+/// What [`RequestStore::create`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreatedRequest {
+    New,
+    /// A request with this id exists (the same idempotency key again): here it is.
+    Existing(Box<NotifyRequest>),
+}
+
+/// Notify requests.
+///
+/// Contract, for every adapter:
+/// - `create` writes the request only if none with its id exists, and otherwise returns the
+///   stored one unchanged ([`CreatedRequest::Existing`]).
+/// - `get` returns `Ok(None)` for an unknown id.
+/// - `save_fan_out` replaces the request's [`FanOut`] (one fan-out runs a request at a time:
+///   its task messages share one FIFO group).
+/// - Requests expire with the store's retention, counted from creation.
+#[async_trait]
+pub trait RequestStore: Send + Sync {
+    async fn create(&self, request: &NotifyRequest) -> Result<CreatedRequest, StoreError>;
+    async fn get(&self, id: &str) -> Result<Option<NotifyRequest>, StoreError>;
+    async fn save_fan_out(&self, id: &str, fan_out: &FanOut) -> Result<(), StoreError>;
+}
+
+/// Why a request could not be handled (not the caller's fault).
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyApiError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+    #[error(transparent)]
+    Queue(#[from] crate::delivery::QueueError),
+}
+
+/// The answer to a submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    pub id: String,
+    pub recipients: u32,
+    /// The idempotency key named an earlier request: this is its id, nothing new was sent.
+    pub existing: bool,
+}
+
+/// One failed recipient in a status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    pub conversation_id: String,
+    pub reason: String,
+}
+
+/// A request's progress (`GET /api/notify/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestStatus {
+    pub id: String,
+    pub recipients: u32,
+    pub sent: u32,
+    pub failed: u32,
+    pub pending: u32,
+    /// The first [`MAX_FAILURES_LISTED`] failures.
+    pub failures: Vec<Failure>,
+    /// `running` while a broadcast's fan-out is still handing recipients over, then `done`.
+    pub fan_out: &'static str,
+    pub created_at: DateTime<Utc>,
+}
+
+/// How many failures a status lists.
+pub const MAX_FAILURES_LISTED: usize = 100;
+
+/// The envelope kind of a broadcast's fan-out messages on the delivery queue.
+pub const BROADCAST_KIND: &str = "broadcast";
+
+/// How the fan-out paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct FanOutConfig {
+    /// Registry page size: one page's notifications are created and queued together.
+    pub page: usize,
+    /// Concurrent notification writes.
+    pub concurrency: usize,
+    /// After this long, a fan-out step hands the rest to a new message (well inside the
+    /// delivery function's timeout and the queue's visibility timeout).
+    pub step_budget: Duration,
+}
+
+impl Default for FanOutConfig {
+    fn default() -> Self {
+        FanOutConfig {
+            page: 250,
+            concurrency: 16,
+            step_budget: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The notify API's service. Built once per process.
+pub struct NotifyService {
+    requests: Arc<dyn RequestStore>,
+    registry: Arc<dyn ConversationRegistry>,
+    notifier: Arc<Notifier>,
+    queue: Arc<dyn NotificationQueue>,
+    config: FanOutConfig,
+}
+
+impl NotifyService {
+    pub fn new(
+        requests: Arc<dyn RequestStore>,
+        registry: Arc<dyn ConversationRegistry>,
+        notifier: Arc<Notifier>,
+        queue: Arc<dyn NotificationQueue>,
+        config: FanOutConfig,
+    ) -> Self {
+        NotifyService {
+            requests,
+            registry,
+            notifier,
+            queue,
+            config,
+        }
+    }
+
+    /// The request id: derived from the idempotency key (so the same key finds the same
+    /// request), random otherwise.
+    pub fn request_id(idempotency_key: Option<&str>) -> String {
+        match idempotency_key {
+            Some(key) => {
+                let digest = sha2::Sha256::digest(key.as_bytes());
+                let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+                format!("k-{hex}")
+            }
+            None => format!("r-{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
+        }
+    }
+
+    /// Accepts a request: stores it and fans it out (named conversations now, `all` in the
+    /// background). The same idempotency key again returns the first request, finishing its
+    /// fan-out if a crash interrupted it.
+    pub async fn submit(
+        &self,
+        body: NotifyBody,
+        idempotency_key: Option<&str>,
+    ) -> Result<Submitted, NotifyApiError> {
+        let id = Self::request_id(idempotency_key);
+        let recipients = match &body.target {
+            Target::Conversations { ids } => ids.len() as u32,
+            Target::All { tenant_id } => self.count_active(tenant_id.as_deref()).await?,
+        };
+        let request = NotifyRequest {
+            id: id.clone(),
+            created_at: Utc::now(),
+            idempotency_key: idempotency_key.map(str::to_owned),
+            correlation_id: new_correlation_id(),
+            target: body.target,
+            content: body.content,
+            urgent: body.urgent,
+            recipients,
+            fan_out: FanOut::default(),
+        };
+        let (request, existing) = match self.requests.create(&request).await? {
+            CreatedRequest::New => (request, false),
+            CreatedRequest::Existing(stored) => (*stored, true),
+        };
+        if !request.fan_out.done {
+            match &request.target {
+                Target::Conversations { ids } => self.fan_out_named(&request, ids).await?,
+                Target::All { .. } => self.queue.send(&broadcast_message(&request.id, 0)).await?,
+            }
+        }
+        tracing::info!(
+            request = %request.id,
+            recipients = request.recipients,
+            existing,
+            correlation_id = %request.correlation_id,
+            "notify request accepted"
+        );
+        Ok(Submitted {
+            id: request.id,
+            recipients: request.recipients,
+            existing,
+        })
+    }
+
+    async fn count_active(&self, tenant: Option<&str>) -> Result<u32, RegistryError> {
+        let mut count = 0u32;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .registry
+                .list_active(tenant, after.as_deref(), 1000)
+                .await?;
+            count += page.conversations.len() as u32;
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(count),
+            }
+        }
+    }
+
+    async fn fan_out_named(
+        &self,
+        request: &NotifyRequest,
+        ids: &[String],
+    ) -> Result<(), NotifyApiError> {
+        let mut fan_out = FanOut::default();
+        for chunk in ids.chunks(100) {
+            let registered = self.registry.get_many(chunk).await?;
+            let active: std::collections::HashMap<&str, _> = registered
+                .iter()
+                .filter(|r| r.status.is_active())
+                .map(|r| (r.conversation_id(), r))
+                .collect();
+            let mut notifications = Vec::new();
+            for id in chunk {
+                match active.get(id.as_str()) {
+                    Some(registration) => {
+                        notifications.push(self.recipient(request, &registration.reference));
+                    }
+                    None => fan_out.not_registered.push(id.clone()),
+                }
+            }
+            fan_out.reached += notifications.len() as u32;
+            self.hand_over(notifications).await?;
+        }
+        fan_out.done = true;
+        self.requests.save_fan_out(&request.id, &fan_out).await?;
+        Ok(())
+    }
+
+    /// The notification for one recipient of `request`.
+    fn recipient(
+        &self,
+        request: &NotifyRequest,
+        reference: &crate::schema::ConversationReference,
+    ) -> Notification {
+        let id = recipient_id(&request.id, &reference.conversation.id);
+        let source = match request.target {
+            Target::Conversations { .. } => Source::Api {
+                request: request.id.clone(),
+            },
+            Target::All { .. } => Source::Broadcast {
+                id: request.id.clone(),
+            },
+        };
+        let mut notification = Notification::new(
+            id,
+            source,
+            reference.clone(),
+            request.content.clone(),
+            Utc::now(),
+        );
+        notification.batch = Some(request.id.clone());
+        notification.idempotency_key = request.idempotency_key.clone();
+        notification.correlation_id = request.correlation_id.clone();
+        notification
+    }
+
+    async fn hand_over(&self, notifications: Vec<Notification>) -> Result<(), NotifyError> {
+        if notifications.is_empty() {
+            return Ok(());
+        }
+        self.notifier
+            .notify_many(notifications, self.config.concurrency)
+            .await?;
+        Ok(())
+    }
+
+    /// One step of a broadcast's fan-out: pages through the registry from the saved cursor,
+    /// handing each page over and saving the cursor after it, until done or the step's time
+    /// is up (then a new message carries on).
+    pub async fn fan_out_step(&self, request_id: &str, step: u32) -> Result<Step, NotifyApiError> {
+        let Some(request) = self.requests.get(request_id).await? else {
+            return Ok(Step::Unknown);
+        };
+        let Target::All { tenant_id } = &request.target else {
+            return Ok(Step::Done);
+        };
+        let started = Instant::now();
+        let mut fan_out = request.fan_out.clone();
+        while !fan_out.done {
+            if started.elapsed() >= self.config.step_budget {
+                self.queue
+                    .send(&broadcast_message(&request.id, step + 1))
+                    .await?;
+                return Ok(Step::Continued);
+            }
+            let page = self
+                .registry
+                .list_active(
+                    tenant_id.as_deref(),
+                    fan_out.cursor.as_deref(),
+                    self.config.page,
+                )
+                .await?;
+            let notifications: Vec<Notification> = page
+                .conversations
+                .iter()
+                .map(|registration| self.recipient(&request, &registration.reference))
+                .collect();
+            let count = notifications.len() as u32;
+            self.hand_over(notifications).await?;
+            fan_out.reached += count;
+            fan_out.done = page.next.is_none();
+            fan_out.cursor = page.next;
+            self.requests.save_fan_out(&request.id, &fan_out).await?;
+        }
+        tracing::info!(request = %request.id, reached = fan_out.reached, "broadcast fanned out");
+        Ok(Step::Done)
+    }
+
+    /// A request's progress; `None` for an unknown id.
+    pub async fn status(&self, id: &str) -> Result<Option<RequestStatus>, NotifyApiError> {
+        let Some(request) = self.requests.get(id).await? else {
+            return Ok(None);
+        };
+        let mut sent = 0u32;
+        let mut failed = 0u32;
+        let mut failures: Vec<Failure> = request
+            .fan_out
+            .not_registered
+            .iter()
+            .take(MAX_FAILURES_LISTED)
+            .map(|conversation| Failure {
+                conversation_id: conversation.clone(),
+                reason: crate::delivery::engine::NOT_REGISTERED.to_owned(),
+            })
+            .collect();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .notifier
+                .store()
+                .list_batch(&request.id, after.as_deref(), 1000)
+                .await?;
+            for entry in page.entries {
+                match entry.progress {
+                    Progress::Pending => {}
+                    Progress::Sent => sent += 1,
+                    Progress::Failed { reason } => {
+                        failed += 1;
+                        if failures.len() < MAX_FAILURES_LISTED {
+                            failures.push(Failure {
+                                conversation_id: entry.conversation,
+                                reason,
+                            });
+                        }
+                    }
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        failed += request.fan_out.not_registered.len() as u32;
+        let recipients = match request.target {
+            Target::Conversations { .. } => request.recipients,
+            Target::All { .. } if request.fan_out.done => request.fan_out.reached,
+            Target::All { .. } => request.recipients.max(request.fan_out.reached),
+        };
+        Ok(Some(RequestStatus {
+            id: request.id,
+            recipients,
+            sent,
+            failed,
+            pending: recipients.saturating_sub(sent + failed),
+            failures,
+            fan_out: if request.fan_out.done {
+                "done"
+            } else {
+                "running"
+            },
+            created_at: request.created_at,
+        }))
+    }
+}
+
+/// What a fan-out step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Done,
+    /// Time was up; a new message carries on.
+    Continued,
+    /// No such request (expired): nothing to do.
+    Unknown,
+}
+
+/// A recipient's notification id: the request id and a 64-bit hash of the conversation.
+pub fn recipient_id(request_id: &str, conversation: &str) -> NotificationId {
+    NotificationId::parse(&format!("{request_id}.{:016x}", group_hash(conversation)))
+        .expect("request ids and hex digits make a valid notification id")
+}
+
+#[derive(Serialize, Deserialize)]
+struct BroadcastEnvelope {
+    v: u32,
+    kind: String,
+    request: String,
+    #[serde(default)]
+    step: u32,
+}
+
+/// The message of a broadcast's fan-out step `step`: its own FIFO group (so it never waits
+/// behind a conversation's deliveries, nor they behind it) and a deduplication id per step.
+pub fn broadcast_message(request_id: &str, step: u32) -> QueueMessage {
+    let body = serde_json::to_string(&BroadcastEnvelope {
+        v: crate::delivery::DeliveryMessage::VERSION,
+        kind: BROADCAST_KIND.to_owned(),
+        request: request_id.to_owned(),
+        step,
+    })
+    .expect("a broadcast message serializes");
+    QueueMessage {
+        body,
+        group: format!("broadcast-{request_id}"),
+        deduplication_id: format!("broadcast-{request_id}-{step}"),
+        correlation_id: String::new(),
+    }
+}
+
+/// The delivery queue's handler of broadcast messages: runs fan-out steps. A failing step
+/// comes back later and resumes from the saved cursor.
+pub struct BroadcastTask {
+    service: Arc<NotifyService>,
+}
+
+impl BroadcastTask {
+    pub fn new(service: Arc<NotifyService>) -> Self {
+        BroadcastTask { service }
+    }
+}
+
+#[async_trait]
+impl QueueTask for BroadcastTask {
+    fn kind(&self) -> &'static str {
+        BROADCAST_KIND
+    }
+
+    async fn run(&self, body: &str, receives: u32) -> (Delivered, Decision) {
+        let envelope = match serde_json::from_str::<BroadcastEnvelope>(body) {
+            Ok(envelope) if NotificationId::parse(&envelope.request).is_ok() => envelope,
+            _ => {
+                tracing::error!("malformed broadcast message acknowledged");
+                return (
+                    Delivered::Malformed("malformed broadcast message".to_owned()),
+                    Decision::Done,
+                );
+            }
+        };
+        match self
+            .service
+            .fan_out_step(&envelope.request, envelope.step)
+            .await
+        {
+            Ok(step) => (Delivered::Task(format!("broadcast {step:?}")), Decision::Done),
+            Err(error) => {
+                tracing::warn!(error = %error, request = %envelope.request, "broadcast step failed; it will resume");
+                (
+                    Delivered::StoreUnavailable(error.to_string()),
+                    Decision::RetryIn(crate::delivery::answers::retry_delay(
+                        receives.max(1),
+                        None,
+                    )),
+                )
+            }
+        }
+    }
+}
