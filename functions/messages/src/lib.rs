@@ -42,8 +42,12 @@ pub async fn run() -> Result<(), Error> {
     if lambda {
         let services = Services::build(settings).await?;
         let router = services.router();
-        lambda_http::run(tower::ServiceBuilder::new().map_request(mark_iam_caller).service(router))
-            .await
+        lambda_http::run(
+            tower::ServiceBuilder::new()
+                .map_request(mark_iam_caller)
+                .service(router),
+        )
+        .await
     } else {
         local::run(settings).await
     }

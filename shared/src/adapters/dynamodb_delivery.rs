@@ -75,8 +75,8 @@ use chrono::{DateTime, Utc};
 use super::item::{Attributes, json, millis, number, string};
 use crate::delivery::limits::{RateLimitStore, SendLog, Slot};
 use crate::delivery::notification::{
-    BatchEntry, BatchPage, Claim, Created, Progress, DeliveryState, Notification, NotificationId, NotificationStore, Outcome,
-    StoreError,
+    BatchEntry, BatchPage, Claim, Created, DeliveryState, Notification, NotificationId,
+    NotificationStore, Outcome, Progress, StoreError,
 };
 
 /// Attribute names, key prefixes and state words: the items' vocabulary, in one place.
@@ -802,7 +802,11 @@ impl NotificationStore for DynamoDeliveryStore {
         let entries = output
             .items()
             .iter()
-            .map(|item| Attributes(item).batch_entry().map_err(|detail| corrupt(item, detail)))
+            .map(|item| {
+                Attributes(item)
+                    .batch_entry()
+                    .map_err(|detail| corrupt(item, detail))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let next = output
             .last_evaluated_key()

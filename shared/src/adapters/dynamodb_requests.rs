@@ -34,10 +34,12 @@ fn key(id: &str) -> HashMap<String, AttributeValue> {
 
 fn read(item: &HashMap<String, AttributeValue>) -> Result<NotifyRequest, StoreError> {
     let attributes = Attributes(item);
-    let parsed = attributes.json::<NotifyRequest>(REQUEST).and_then(|mut request| {
-        request.fan_out = attributes.json::<FanOut>(FAN_OUT)?;
-        Ok(request)
-    });
+    let parsed = attributes
+        .json::<NotifyRequest>(REQUEST)
+        .and_then(|mut request| {
+            request.fan_out = attributes.json::<FanOut>(FAN_OUT)?;
+            Ok(request)
+        });
     parsed.map_err(|detail| StoreError::Corrupt {
         key: attributes
             .string(PK)

@@ -125,11 +125,15 @@ impl NotificationQueue for SqsQueue {
                             .message_body(&message.body)
                             .message_group_id(&message.group)
                             .message_deduplication_id(&message.deduplication_id)
-                            .set_message_attributes(Self::correlation(&message.correlation_id)?.map(
-                                |value| HashMap::from([(CORRELATION_ID_ATTRIBUTE.to_owned(), value)]),
-                            ))
+                            .set_message_attributes(
+                                Self::correlation(&message.correlation_id)?.map(|value| {
+                                    HashMap::from([(CORRELATION_ID_ATTRIBUTE.to_owned(), value)])
+                                }),
+                            )
                             .build()
-                            .map_err(|e| QueueError::Unavailable(format!("building the batch: {e}")))
+                            .map_err(|e| {
+                                QueueError::Unavailable(format!("building the batch: {e}"))
+                            })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let output = self

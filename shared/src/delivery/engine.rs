@@ -214,7 +214,10 @@ impl DeliveryEngine {
             let span = tracing::info_span!("task", kind = task.kind(), message_id = %message_id);
             async move {
                 let (delivered, decision) = task
-                    .run(record.body.as_deref().unwrap_or_default(), receive_count(record))
+                    .run(
+                        record.body.as_deref().unwrap_or_default(),
+                        receive_count(record),
+                    )
                     .instrument(span)
                     .await;
                 (

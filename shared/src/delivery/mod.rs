@@ -25,8 +25,8 @@ pub mod producer;
 
 pub use engine::{Decision, Delivered, DeliveryEngine, EngineConfig};
 pub use notification::{
-    Claim, Content, Created, DeliveryMessage, DeliveryState, Notification, NotificationId,
-    BatchEntry, BatchPage, NotificationQueue, Progress, NotificationStore, Outcome, QueueError, QueueMessage,
-    Source, StoreError,
+    BatchEntry, BatchPage, Claim, Content, Created, DeliveryMessage, DeliveryState, Notification,
+    NotificationId, NotificationQueue, NotificationStore, Outcome, Progress, QueueError,
+    QueueMessage, Source, StoreError,
 };
 pub use producer::{Notifier, NotifyError};

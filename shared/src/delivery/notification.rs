@@ -334,7 +334,9 @@ pub enum Progress {
     Pending,
     Sent,
     /// Failed, or given up after transient errors (then `reason` starts with `gave up:`).
-    Failed { reason: String },
+    Failed {
+        reason: String,
+    },
 }
 
 impl Progress {
@@ -540,8 +542,10 @@ pub trait NotificationQueue: Send + Sync {
     }
 
     async fn enqueue_many(&self, messages: &[DeliveryMessage]) -> Result<(), QueueError> {
-        let messages: Vec<QueueMessage> =
-            messages.iter().map(DeliveryMessage::to_queue_message).collect();
+        let messages: Vec<QueueMessage> = messages
+            .iter()
+            .map(DeliveryMessage::to_queue_message)
+            .collect();
         self.send_many(&messages).await
     }
 }

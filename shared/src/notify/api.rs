@@ -205,7 +205,10 @@ mod tests {
         headers.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
         assert!(key.allows(&headers, &extensions));
         assert!(!NotifyAuth::Closed.allows(&headers, &extensions));
-        assert!(!NotifyAuth::Iam.allows(&headers, &extensions), "a key is not IAM");
+        assert!(
+            !NotifyAuth::Iam.allows(&headers, &extensions),
+            "a key is not IAM"
+        );
         extensions.insert(IamCaller {
             user_arn: "arn:aws:iam::123456789012:user/ci".into(),
         });
@@ -218,7 +221,10 @@ mod tests {
         let mut headers = HeaderMap::new();
         assert_eq!(idempotency_key(&headers).unwrap(), None);
         headers.insert(IDEMPOTENCY_KEY, "build-1234".parse().unwrap());
-        assert_eq!(idempotency_key(&headers).unwrap().as_deref(), Some("build-1234"));
+        assert_eq!(
+            idempotency_key(&headers).unwrap().as_deref(),
+            Some("build-1234")
+        );
         headers.insert(IDEMPOTENCY_KEY, "x".repeat(256).parse().unwrap());
         assert!(idempotency_key(&headers).is_err());
         headers.insert(IDEMPOTENCY_KEY, "  ".parse().unwrap());

@@ -529,15 +529,15 @@ impl QueueTask for BroadcastTask {
             .fan_out_step(&envelope.request, envelope.step)
             .await
         {
-            Ok(step) => (Delivered::Task(format!("broadcast {step:?}")), Decision::Done),
+            Ok(step) => (
+                Delivered::Task(format!("broadcast {step:?}")),
+                Decision::Done,
+            ),
             Err(error) => {
                 tracing::warn!(error = %error, request = %envelope.request, "broadcast step failed; it will resume");
                 (
                     Delivered::StoreUnavailable(error.to_string()),
-                    Decision::RetryIn(crate::delivery::answers::retry_delay(
-                        receives.max(1),
-                        None,
-                    )),
+                    Decision::RetryIn(crate::delivery::answers::retry_delay(receives.max(1), None)),
                 )
             }
         }

@@ -123,7 +123,9 @@ fn target(fields: &Map<String, Value>) -> Result<Target, InvalidBody> {
         Some(_) => return Err(invalid("tenantId must be a non-empty string")),
     };
     if tenant.is_some() && !all {
-        return Err(invalid("tenantId narrows \"all\": true; it cannot be used with conversation ids"));
+        return Err(invalid(
+            "tenantId narrows \"all\": true; it cannot be used with conversation ids",
+        ));
     }
     if all {
         return Ok(Target::All { tenant_id: tenant });
@@ -216,8 +218,9 @@ mod tests {
             }
         );
         assert!(body.urgent);
-        let body = parse(json!({"conversationIds": ["a", "b", "a"], "text": "hi", "urgent": false}))
-            .unwrap();
+        let body =
+            parse(json!({"conversationIds": ["a", "b", "a"], "text": "hi", "urgent": false}))
+                .unwrap();
         assert_eq!(
             body.target,
             Target::Conversations {
@@ -240,26 +243,49 @@ mod tests {
             (json!([1]), "JSON object"),
             (json!({"text": "hi"}), "no target"),
             (json!({"all": false, "text": "hi"}), "no target"),
-            (json!({"conversationId": "c", "all": true, "text": "hi"}), "one target"),
+            (
+                json!({"conversationId": "c", "all": true, "text": "hi"}),
+                "one target",
+            ),
             (json!({"conversationId": "c"}), "no content"),
             (json!({"conversationId": "c", "text": "  "}), "no content"),
             (json!({"conversationId": "", "text": "x"}), "non-empty"),
             (json!({"conversationIds": [], "text": "x"}), "empty"),
             (json!({"conversationIds": "c", "text": "x"}), "array"),
-            (json!({"conversationIds": [5], "text": "x"}), "non-empty strings"),
-            (json!({"conversationId": "c", "tenantId": "t", "text": "x"}), "narrows"),
-            (json!({"conversationId": "c", "text": "x", "textFormat": "html"}), "textFormat"),
-            (json!({"conversationId": "c", "attachments": [{}]}), "contentType"),
+            (
+                json!({"conversationIds": [5], "text": "x"}),
+                "non-empty strings",
+            ),
+            (
+                json!({"conversationId": "c", "tenantId": "t", "text": "x"}),
+                "narrows",
+            ),
+            (
+                json!({"conversationId": "c", "text": "x", "textFormat": "html"}),
+                "textFormat",
+            ),
+            (
+                json!({"conversationId": "c", "attachments": [{}]}),
+                "contentType",
+            ),
             (json!({"conversationId": "c", "text": 5}), "text must"),
-            (json!({"conversationId": "c", "text": "x", "urgent": "yes"}), "urgent"),
-            (json!({"conversationId": "c", "text": "x", "SECRET-field": 1}), "unknown field"),
+            (
+                json!({"conversationId": "c", "text": "x", "urgent": "yes"}),
+                "urgent",
+            ),
+            (
+                json!({"conversationId": "c", "text": "x", "SECRET-field": 1}),
+                "unknown field",
+            ),
             (json!({"all": "yes", "text": "x"}), "all must"),
         ] {
             let error = parse(body.clone()).unwrap_err();
             assert!(error.contains(expected), "{body}: {error}");
             assert!(!error.contains("SECRET"), "{error}");
         }
-        let too_many: Vec<String> = (0..=MAX_CONVERSATION_IDS).map(|i| format!("c{i}")).collect();
+        let too_many: Vec<String> = (0..=MAX_CONVERSATION_IDS)
+            .map(|i| format!("c{i}"))
+            .collect();
         let error = parse(json!({"conversationIds": too_many, "text": "x"})).unwrap_err();
         assert!(error.contains("more than 1000"), "{error}");
     }
