@@ -1,7 +1,11 @@
-//! Adapters of the ports: in memory (local runner, unit tests), DynamoDB and SQS.
+//! Adapters of the ports: in memory (local runner, unit tests), DynamoDB, SQS and
+//! EventBridge Scheduler.
 
 pub mod dynamodb;
 pub mod dynamodb_delivery;
+pub mod dynamodb_reminders;
+pub mod eventbridge;
 mod item;
+pub mod local_reminders;
 pub mod memory;
 pub mod sqs;
