@@ -584,6 +584,12 @@ async fn on_aws_a_reminder_is_a_one_time_schedule_whose_input_the_worker_deliver
     let sent = wait_for_proactive(&connector, &a, 1, Duration::from_secs(30)).await;
     assert_eq!(sent[0].text(), "Reminder: stretch");
     assert_eq!(sent[0].body["recipient"]["id"], "user-a");
+    // The delivery is over once its message is deleted (then nothing of it is counted below).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while aws.counter.count("SQS", "DeleteMessageBatch") == 0 {
+        assert!(Instant::now() < deadline, "the delivered message was never deleted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Cancel: the schedule is deleted, and its input (had it fired anyway) sends nothing.
     let second = say(&aws.bot, &connector, &a, "remind me in 1 hour to call Bob").await;
@@ -613,7 +619,22 @@ async fn on_aws_a_reminder_is_a_one_time_schedule_whose_input_the_worker_deliver
     aws.counter.reset();
     let cancelled = say(&aws.bot, &connector, &a, "cancel reminder 2").await;
     assert_eq!(cancelled.text(), "Reminder 2 (\"call Bob\") is cancelled.");
-    assert_eq!(aws.counter.count("Scheduler", "DeleteSchedule"), 1);
+    let counts: Vec<(String, usize)> = aws
+        .counter
+        .snapshot()
+        .into_iter()
+        .filter(|(operation, _)| operation != "SQS.ReceiveMessage")
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("DynamoDB.GetItem".to_owned(), 2),
+            ("DynamoDB.PutItem".to_owned(), 1),
+            ("DynamoDB.UpdateItem".to_owned(), 1),
+            ("Scheduler.DeleteSchedule".to_owned(), 1),
+        ],
+        "the record and the notification read, the notification cancelled, the record written, the schedule deleted"
+    );
     let gone = aws
         .scheduler
         .get_schedule()

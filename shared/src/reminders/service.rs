@@ -336,7 +336,7 @@ impl Reminders {
         {
             tracing::error!(error = %error, reminder = %reminder.id, "could not schedule the reminder; undoing it");
             self.abandon(&notification.id, "not scheduled", now).await;
-            if let Err(undo) = self.forget(&key, &reminder.id, now).await {
+            if let Err(undo) = self.forget(&key, &reminder.id, None, now).await {
                 tracing::error!(error = %undo, reminder = %reminder.id, "could not forget the unscheduled reminder");
             }
             return Err(error.into());
@@ -412,7 +412,7 @@ impl Reminders {
                 Cancel::Cancelled(reminder.clone())
             }
         };
-        self.forget(&key, &reminder.id, now).await?;
+        self.forget(&key, &reminder.id, Some(record), now).await?;
         tracing::info!(reminder = %reminder.id, number, outcome = outcome.name(), "reminder cancel");
         Ok(outcome)
     }
@@ -428,15 +428,20 @@ impl Reminders {
         Ok(record)
     }
 
-    /// Removes reminder `id` from the conversation's record, if it is there.
+    /// Removes reminder `id` from the conversation's record, if it is there; `loaded` is the
+    /// record as last read, tried first.
     async fn forget(
         &self,
         key: &ConversationKey,
         id: &ReminderId,
+        mut loaded: Option<ConversationReminders>,
         now: DateTime<Utc>,
     ) -> Result<(), ReminderError> {
         for _ in 0..UPDATE_ATTEMPTS {
-            let mut record = self.load(key, now).await?;
+            let mut record = match loaded.take() {
+                Some(record) => record,
+                None => self.load(key, now).await?,
+            };
             let Some(index) = record.reminders.iter().position(|r| &r.id == id) else {
                 return Ok(());
             };
