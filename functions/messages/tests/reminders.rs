@@ -587,7 +587,10 @@ async fn on_aws_a_reminder_is_a_one_time_schedule_whose_input_the_worker_deliver
     // The delivery is over once its message is deleted (then nothing of it is counted below).
     let deadline = Instant::now() + Duration::from_secs(30);
     while aws.counter.count("SQS", "DeleteMessageBatch") == 0 {
-        assert!(Instant::now() < deadline, "the delivered message was never deleted");
+        assert!(
+            Instant::now() < deadline,
+            "the delivered message was never deleted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 

@@ -99,19 +99,17 @@ pub fn parse_request(
     };
 
     // Time first: `in 10 minutes to stretch`, `at 17:30 call Bob`.
-    let time_first = match rest[0].kind() {
-        Some(kind) => Some(clock.when(kind, &rest[1..]).and_then(|(due, used)| {
-            let mut text = &rest[1 + used..];
-            if text.first().is_some_and(|w| w.lower == "to") {
-                text = &text[1..];
-            }
-            Ok(Request {
-                due,
-                text: span(input, text).ok_or(ParseError::NoText)?,
-            })
-        })),
-        None => None,
-    };
+    let time_first = rest[0].kind().map(|kind| {
+        let (due, used) = clock.when(kind, &rest[1..])?;
+        let mut text = &rest[1 + used..];
+        if text.first().is_some_and(|w| w.lower == "to") {
+            text = &text[1..];
+        }
+        Ok(Request {
+            due,
+            text: span(input, text).ok_or(ParseError::NoText)?,
+        })
+    });
     match time_first {
         Some(Ok(request)) => return Ok(request),
         Some(Err(ParseError::NoText)) => return Err(ParseError::NoText),
