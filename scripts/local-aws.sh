@@ -9,8 +9,10 @@
 #
 # It creates the template's table and queues (scripts/local_resources.py, names prefixed
 # "local-"), exports AWS_ENDPOINT_URL, AWS_REGION, test credentials, JOBS_TABLE_NAME,
-# DELIVERY_TABLE_NAME and the two NOTIFICATIONS_* queue URLs, and runs the bot. Ctrl-C stops the bot, and moto with it. The data
-# lives in moto's memory: it is gone when the script ends.
+# DELIVERY_TABLE_NAME and the two NOTIFICATIONS_* queue URLs, and runs the bot. Reminders are kept
+# in DynamoDB and fired by the bot's in-process timer onto the SQS queue (REMINDERS_SCHEDULER=local):
+# moto stores EventBridge schedules but never fires them. Ctrl-C stops the bot, and moto with it.
+# The data lives in moto's memory: it is gone when the script ends.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -110,6 +112,8 @@ DELIVERY_TABLE_NAME="$(read_resource DeliveryTable)"
 NOTIFICATIONS_QUEUE_URL="$(read_resource NotificationsQueue)"
 NOTIFICATIONS_DEAD_LETTER_QUEUE_URL="$(read_resource NotificationsDeadLetterQueue)"
 export JOBS_TABLE_NAME DELIVERY_TABLE_NAME NOTIFICATIONS_QUEUE_URL NOTIFICATIONS_DEAD_LETTER_QUEUE_URL
+# moto never fires a schedule: reminders use the in-process timer here.
+export REMINDERS_SCHEDULER=local
 
 say ""
 say "local-aws: moto on $ENDPOINT (pid $MOTO_PID, log $MOTO_LOG)"
@@ -117,6 +121,7 @@ say "  JOBS_TABLE_NAME=$JOBS_TABLE_NAME"
 say "  DELIVERY_TABLE_NAME=$DELIVERY_TABLE_NAME"
 say "  NOTIFICATIONS_QUEUE_URL=$NOTIFICATIONS_QUEUE_URL"
 say "  NOTIFICATIONS_DEAD_LETTER_QUEUE_URL=$NOTIFICATIONS_DEAD_LETTER_QUEUE_URL"
+say "  REMINDERS_SCHEDULER=local (in-process timer onto the queue; moto does not fire schedules)"
 say "  the bot: http://localhost:${PORT:-3978}/api/messages (Bot Framework Emulator: no app id)"
 say "  see the jobs, from another terminal:"
 say "    python3 scripts/show_jobs.py --endpoint-url $ENDPOINT --table $JOBS_TABLE_NAME"

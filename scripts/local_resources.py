@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Create the template's DynamoDB tables and SQS queues on a local endpoint (moto, LocalStack).
+"""Create the template's DynamoDB tables, SQS queues and schedule groups on a local endpoint (moto, LocalStack).
 
 template.yaml is the single source of truth for the shape of the table and the queues: this
 script reads it and creates, with boto3, every ``AWS::DynamoDB::Table`` (attribute
 definitions, key schema, secondary indexes, billing mode, then TTL) and every
 ``AWS::SQS::Queue`` (its attributes, a RedrivePolicy pointing at the created dead-letter
 queue), named ``{prefix}-{LogicalId}`` (plus ``.fifo`` for a FIFO queue, as SQS requires; a
-RedrivePolicy then points at the dead-letter queue's real ``.fifo`` ARN). Every other resource type, and every other section
-of the template (parameters, functions, API, outputs), is ignored.
+RedrivePolicy then points at the dead-letter queue's real ``.fifo`` ARN), and every
+``AWS::Scheduler::ScheduleGroup`` (EventBridge Scheduler: a schedule needs its group to exist;
+a name longer than the 64 characters Scheduler allows is shortened with a hash). Every other
+resource type, and every other section of the template (parameters, functions, roles, API,
+outputs), is ignored.
 
 It is idempotent (a resource that already exists is fine) and prints one JSON object mapping
-each created logical id to its table name or queue URL, e.g.
+each created logical id to its table name, queue URL or schedule group name, e.g.
 
     {"DeliveryTable": "dev-DeliveryTable", "NotificationsQueue": "http://127.0.0.1:5000/...", ...}
 
@@ -22,6 +25,7 @@ Needs boto3 and pyyaml (both come with ``pip install 'moto[server]'``).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -37,7 +41,8 @@ except ImportError as missing:  # pragma: no cover - environment problem
 
 TABLE = "AWS::DynamoDB::Table"
 QUEUE = "AWS::SQS::Queue"
-SUPPORTED = (TABLE, QUEUE)
+SCHEDULE_GROUP = "AWS::Scheduler::ScheduleGroup"
+SUPPORTED = (TABLE, QUEUE, SCHEDULE_GROUP)
 ACCOUNT_ID = "123456789012"
 
 
@@ -285,6 +290,25 @@ def create_queue(sqs, name, props):
     return {"Ref": url, "Arn": arn, "QueueUrl": url, "QueueName": name, "output": url}
 
 
+# --- EventBridge Scheduler -----------------------------------------------------------------
+
+SCHEDULER_NAME_MAX = 64
+
+
+def create_schedule_group(scheduler, name, props):
+    name = props.get("Name") or name
+    if len(name) > SCHEDULER_NAME_MAX:
+        digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+        name = f"{name[:SCHEDULER_NAME_MAX - 9]}-{digest}"
+    try:
+        arn = scheduler.create_schedule_group(Name=name)["ScheduleGroupArn"]
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ConflictException":
+            raise
+        arn = scheduler.get_schedule_group(Name=name)["Arn"]
+    return {"Ref": name, "Arn": arn, "output": name}
+
+
 # --- Main ---------------------------------------------------------------------------------
 
 def main(argv=None):
@@ -305,6 +329,7 @@ def main(argv=None):
     )
     dynamodb = session.client("dynamodb", endpoint_url=args.endpoint_url)
     sqs = session.client("sqs", endpoint_url=args.endpoint_url)
+    scheduler = session.client("scheduler", endpoint_url=args.endpoint_url)
     resolver = Resolver(template, args.prefix, args.region)
 
     output = {}
@@ -314,6 +339,8 @@ def main(argv=None):
         name = f"{args.prefix}-{logical_id}"
         if resource["Type"] == TABLE:
             created = create_table(dynamodb, name, props)
+        elif resource["Type"] == SCHEDULE_GROUP:
+            created = create_schedule_group(scheduler, name, props)
         else:
             created = create_queue(sqs, name, props)
         resolver.created[logical_id] = created

@@ -7,6 +7,7 @@
 //! | `show` / `show jobs` | [`Bot::show_jobs`] |
 //! | `done <number>` and its variants | [`Bot::done`] |
 //! | event `jobComplete` / `jobCompleted` | [`Bot::job_complete_event`] |
+//! | `remind me …`, `reminders`, `cancel reminder N` | [`Bot::reminder`] ([`crate::reminders`]) |
 //! | anything else | help text |
 //! | an error inside a turn | logged; "Sorry, it looks like something went wrong." |
 //!
@@ -24,11 +25,15 @@ use crate::delivery::{
     Content, DeliveryState, Notification, NotificationId, Notifier, NotifyError, Source,
 };
 use crate::jobs::{CompleteOutcome, Job, JobNumber, JobStatus, JobStore, StoreError};
+use crate::reminders::service::ReminderCommand;
+use crate::reminders::{ReminderError, Reminders};
 use crate::schema::{Activity, ConversationReference, activity_types};
 
 pub const HELP_TEXT: &str = "Type **run** to start a job, **show** to list the jobs, or \
 **done** followed by a job number to complete one. When a job completes I'll tell you in the \
-conversation where you started it, even if you've moved on.";
+conversation where you started it, even if you've moved on. Reminders: **remind me in 10 \
+minutes to stretch** or **remind me at 17:30 to call Bob** (seconds to a year ahead); \
+**reminders** lists this conversation's, **cancel reminder N** cancels one.";
 pub const WELCOME_TEXT: &str = "Welcome to the proactive job bot!";
 pub const SORRY_TEXT: &str = "Sorry, it looks like something went wrong.";
 pub const EMPTY_LOG_TEXT: &str = "The job log is empty.";
@@ -48,6 +53,8 @@ pub enum Command {
     Run,
     Show,
     Done(DoneArgument),
+    /// `remind me …`, `reminders`, `cancel reminder N` ([`crate::reminders`]).
+    Reminder(ReminderCommand),
     Help,
 }
 
@@ -64,6 +71,9 @@ impl Command {
     /// are dropped first. Case and surrounding spaces do not matter.
     pub fn parse(text: &str) -> Command {
         let text = strip_mentions(text);
+        if let Some(command) = ReminderCommand::parse(&text) {
+            return Command::Reminder(command);
+        }
         let words: Vec<String> = text.split_whitespace().map(str::to_lowercase).collect();
         let words: Vec<&str> = words.iter().map(String::as_str).collect();
         match words.as_slice() {
@@ -108,6 +118,8 @@ pub enum TurnError {
     Delivery(#[from] crate::delivery::StoreError),
     #[error(transparent)]
     Connector(#[from] ConnectorError),
+    #[error(transparent)]
+    Reminders(#[from] ReminderError),
     #[error("no unused job number found after {0} attempts")]
     NoFreeNumber(usize),
 }
@@ -117,6 +129,7 @@ pub struct Bot {
     store: Arc<dyn JobStore>,
     notifier: Arc<Notifier>,
     connector: ConnectorClient,
+    reminders: Option<Arc<Reminders>>,
 }
 
 impl Bot {
@@ -129,7 +142,14 @@ impl Bot {
             store,
             notifier,
             connector,
+            reminders: None,
         }
+    }
+
+    /// The bot with reminders (without, the reminder commands get the help text).
+    pub fn with_reminders(mut self, reminders: Arc<Reminders>) -> Self {
+        self.reminders = Some(reminders);
+        self
     }
 
     /// Handles one validated incoming activity. Errors inside the turn are logged and the user
@@ -162,6 +182,7 @@ impl Bot {
                     Command::Run => self.run_job(activity).await,
                     Command::Show => self.show_jobs(activity).await,
                     Command::Done(argument) => self.done(activity, argument).await,
+                    Command::Reminder(command) => self.reminder(activity, command).await,
                     Command::Help => self.reply(activity, Activity::message(HELP_TEXT)).await,
                 }
             }
@@ -199,6 +220,19 @@ impl Bot {
             self.reply(activity, Activity::message(text)).await?;
         }
         Ok(())
+    }
+
+    /// `remind me …`, `reminders`, `cancel reminder N`: answered by [`Reminders`].
+    pub async fn reminder(
+        &self,
+        activity: &Activity,
+        command: ReminderCommand,
+    ) -> Result<(), TurnError> {
+        let Some(reminders) = &self.reminders else {
+            return self.reply(activity, Activity::message(HELP_TEXT)).await;
+        };
+        let text = reminders.answer(activity, command, Utc::now()).await?;
+        self.reply(activity, Activity::markdown(text)).await
     }
 
     /// `run`: create a job holding this turn's conversation reference and say its number.
@@ -431,6 +465,28 @@ mod tests {
         assert_eq!(Command::parse("hello"), Command::Help);
         assert_eq!(Command::parse(""), Command::Help);
         assert_eq!(Command::parse("running"), Command::Help);
+    }
+
+    #[test]
+    fn reminder_commands_keep_the_text_and_lose_the_mention() {
+        assert_eq!(
+            Command::parse("<at>Job Bot</at> Remind me in 5 seconds to Stretch"),
+            Command::Reminder(ReminderCommand::Remind(
+                "Remind me in 5 seconds to Stretch".into()
+            ))
+        );
+        assert_eq!(
+            Command::parse("reminders"),
+            Command::Reminder(ReminderCommand::List)
+        );
+        assert_eq!(
+            Command::parse("<at>Job Bot</at> cancel reminder 2"),
+            Command::Reminder(ReminderCommand::Cancel(
+                crate::reminders::service::CancelArgument::Number(2)
+            ))
+        );
+        assert_eq!(Command::parse("show"), Command::Show);
+        assert!(HELP_TEXT.contains("remind me") && HELP_TEXT.contains("cancel reminder"));
     }
 
     #[test]

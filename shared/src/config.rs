@@ -17,7 +17,13 @@
 //! | `JOB_RETENTION_DAYS` | how long finished jobs are kept (DynamoDB TTL) | 30 |
 //! | `NOTIFY_API_KEY` | local runner: the key `/api/notify` requires (`Authorization: Bearer …`); unset: every notify call refused. Inside Lambda the route uses IAM | unset |
 //! | `MicrosoftAppPasswordSecretArn` | Secrets Manager secret holding the app password, read at start | unset |
+//! | `REMINDERS_SCHEDULER` | `eventbridge` or `local` (an in-process timer: `cargo run`, the local AWS mode) | `local` in memory, `eventbridge` on AWS |
+//! | `REMINDERS_SCHEDULE_GROUP` | EventBridge Scheduler group of the reminders' one-time schedules | required for `eventbridge` |
+//! | `REMINDERS_SCHEDULER_ROLE_ARN` | the role EventBridge Scheduler assumes to send to the queue | required for `eventbridge` |
+//! | `NOTIFICATIONS_QUEUE_ARN` | the notifications FIFO queue, the schedules' target | required for `eventbridge` |
+//! | `REMINDERS_DEAD_LETTER_QUEUE_ARN` | standard SQS queue for schedule invocations that failed | required for `eventbridge` |
 
+use crate::adapters::eventbridge::EventBridgeTarget;
 use crate::auth::AuthConfig;
 use crate::delivery::limits::{ChannelLimits, LimitsConfig};
 
@@ -36,6 +42,25 @@ pub enum Backend {
     },
 }
 
+/// How reminders are scheduled ([`crate::reminders::ReminderScheduler`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReminderScheduling {
+    /// An in-process timer: the default in memory; on AWS only when asked for
+    /// (`REMINDERS_SCHEDULER=local`, the local AWS mode: moto stores schedules but never
+    /// fires them). Reminders do not survive a restart.
+    Local,
+    /// One EventBridge Scheduler one-time schedule per reminder, onto the notifications queue.
+    EventBridge(EventBridgeTarget),
+}
+
+/// The variables of [`ReminderScheduling::EventBridge`], all required.
+pub const EVENTBRIDGE_VARIABLES: [&str; 4] = [
+    "REMINDERS_SCHEDULE_GROUP",
+    "REMINDERS_SCHEDULER_ROLE_ARN",
+    "NOTIFICATIONS_QUEUE_ARN",
+    "REMINDERS_DEAD_LETTER_QUEUE_ARN",
+];
+
 /// Why the settings cannot be used; the text says what to set.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -49,6 +74,14 @@ pub enum ConfigError {
         "set all of JOBS_TABLE_NAME, DELIVERY_TABLE_NAME, NOTIFICATIONS_QUEUE_URL and NOTIFICATIONS_DEAD_LETTER_QUEUE_URL (for DynamoDB and SQS) or none (in memory); {0} is missing"
     )]
     HalfAws(&'static str),
+    #[error(
+        "reminders on AWS are EventBridge Scheduler one-time schedules: set REMINDERS_SCHEDULE_GROUP, REMINDERS_SCHEDULER_ROLE_ARN, NOTIFICATIONS_QUEUE_ARN and REMINDERS_DEAD_LETTER_QUEUE_ARN (template.yaml does), or REMINDERS_SCHEDULER=local for an in-process timer; {0} is missing"
+    )]
+    HalfReminders(&'static str),
+    #[error(
+        "REMINDERS_SCHEDULER=eventbridge needs the AWS backend (JOBS_TABLE_NAME, DELIVERY_TABLE_NAME and the queue URLs): EventBridge Scheduler cannot reach an in-memory queue"
+    )]
+    EventBridgeWithoutAws,
     #[error(transparent)]
     Auth(#[from] crate::auth::ConfigError),
     #[error("could not build the HTTP client: {0}")]
@@ -77,6 +110,7 @@ pub struct Settings {
     /// uses IAM instead.
     pub notify_api_key: Option<Secret>,
     pub auth: AuthConfig,
+    pub reminders: ReminderScheduling,
 }
 
 /// A secret setting: its `Debug` never shows it.
@@ -202,6 +236,7 @@ impl Settings {
                     })?
             }
         };
+        let reminders = reminder_scheduling(&get, &backend)?;
         Ok(Settings {
             port,
             backend,
@@ -211,7 +246,53 @@ impl Settings {
             app_password_secret_arn: get("MicrosoftAppPasswordSecretArn"),
             notify_api_key: get("NOTIFY_API_KEY").map(Secret),
             auth: AuthConfig::from_lookup(&lookup)?,
+            reminders,
         })
+    }
+}
+
+/// `REMINDERS_SCHEDULER` and the EventBridge variables, for `backend`.
+fn reminder_scheduling(
+    get: &impl Fn(&str) -> Option<String>,
+    backend: &Backend,
+) -> Result<ReminderScheduling, ConfigError> {
+    let aws = matches!(backend, Backend::Aws { .. });
+    let eventbridge = match get("REMINDERS_SCHEDULER").map(|v| v.to_ascii_lowercase()) {
+        None => aws,
+        Some(value) if value == "local" => false,
+        Some(value) if value == "eventbridge" => true,
+        Some(value) => {
+            return Err(ConfigError::Invalid {
+                name: "REMINDERS_SCHEDULER",
+                expected: "eventbridge or local",
+                value,
+            });
+        }
+    };
+    if !eventbridge {
+        return Ok(ReminderScheduling::Local);
+    }
+    if !aws {
+        return Err(ConfigError::EventBridgeWithoutAws);
+    }
+    let values: Vec<Option<String>> = EVENTBRIDGE_VARIABLES.iter().map(|name| get(name)).collect();
+    match values.as_slice() {
+        [Some(group), Some(role), Some(queue), Some(dead_letters)] => {
+            Ok(ReminderScheduling::EventBridge(EventBridgeTarget {
+                group: group.clone(),
+                role_arn: role.clone(),
+                queue_arn: queue.clone(),
+                dead_letter_queue_arn: dead_letters.clone(),
+            }))
+        }
+        _ => {
+            let missing = EVENTBRIDGE_VARIABLES
+                .iter()
+                .zip(&values)
+                .find_map(|(name, value)| value.is_none().then_some(*name))
+                .unwrap_or("?");
+            Err(ConfigError::HalfReminders(missing))
+        }
     }
 }
 
@@ -234,6 +315,7 @@ mod tests {
         assert_eq!(s.port, 3978);
         assert_eq!(s.backend, Backend::Memory);
         assert_eq!(s.job_retention_days, 30);
+        assert_eq!(s.reminders, ReminderScheduling::Local);
     }
 
     #[test]
@@ -247,6 +329,7 @@ mod tests {
             ("DELIVERY_TABLE_NAME", "d"),
             ("NOTIFICATIONS_QUEUE_URL", "http://q"),
             ("NOTIFICATIONS_DEAD_LETTER_QUEUE_URL", "http://dlq"),
+            ("REMINDERS_SCHEDULER", "local"),
         ])
         .unwrap();
         assert_eq!(
@@ -258,6 +341,69 @@ mod tests {
                 dead_letter_queue_url: "http://dlq".into(),
             }
         );
+    }
+
+    const AWS: [(&str, &str); 4] = [
+        ("JOBS_TABLE_NAME", "t"),
+        ("DELIVERY_TABLE_NAME", "d"),
+        ("NOTIFICATIONS_QUEUE_URL", "http://q"),
+        ("NOTIFICATIONS_DEAD_LETTER_QUEUE_URL", "http://dlq"),
+    ];
+    const EVENTBRIDGE: [(&str, &str); 4] = [
+        ("REMINDERS_SCHEDULE_GROUP", "reminders"),
+        (
+            "REMINDERS_SCHEDULER_ROLE_ARN",
+            "arn:aws:iam::123456789012:role/scheduler",
+        ),
+        (
+            "NOTIFICATIONS_QUEUE_ARN",
+            "arn:aws:sqs:us-east-1:123456789012:q.fifo",
+        ),
+        (
+            "REMINDERS_DEAD_LETTER_QUEUE_ARN",
+            "arn:aws:sqs:us-east-1:123456789012:dlq",
+        ),
+    ];
+
+    #[test]
+    fn reminders_use_eventbridge_on_aws_and_say_what_is_missing() {
+        let all: Vec<(&str, &str)> = AWS.iter().chain(&EVENTBRIDGE).copied().collect();
+        let s = settings(&all).unwrap();
+        assert_eq!(
+            s.reminders,
+            ReminderScheduling::EventBridge(EventBridgeTarget {
+                group: "reminders".into(),
+                role_arn: "arn:aws:iam::123456789012:role/scheduler".into(),
+                queue_arn: "arn:aws:sqs:us-east-1:123456789012:q.fifo".into(),
+                dead_letter_queue_arn: "arn:aws:sqs:us-east-1:123456789012:dlq".into(),
+            })
+        );
+        // AWS without the scheduler's variables fails at start, naming the first missing one.
+        let error = settings(&AWS).unwrap_err().to_string();
+        assert!(
+            error.contains("REMINDERS_SCHEDULE_GROUP is missing"),
+            "{error}"
+        );
+        let mut partial: Vec<(&str, &str)> = AWS.to_vec();
+        partial.extend(&EVENTBRIDGE[..3]);
+        let error = settings(&partial).unwrap_err().to_string();
+        assert!(
+            error.contains("REMINDERS_DEAD_LETTER_QUEUE_ARN is missing"),
+            "{error}"
+        );
+        // The in-process timer on AWS, when asked for.
+        let mut local: Vec<(&str, &str)> = AWS.to_vec();
+        local.push(("REMINDERS_SCHEDULER", "Local"));
+        assert_eq!(
+            settings(&local).unwrap().reminders,
+            ReminderScheduling::Local
+        );
+        // EventBridge cannot target the in-memory queue.
+        let error = settings(&[("REMINDERS_SCHEDULER", "eventbridge")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("needs the AWS backend"), "{error}");
+        assert!(settings(&[("REMINDERS_SCHEDULER", "cron")]).is_err());
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! - [`auth`]: channel → bot token validation, bot → Connector tokens, the serviceUrl allowlist.
 //! - [`jobs`]: the job model and its port, [`jobs::JobStore`]: one producer of notifications.
 //! - [`delivery`]: the engine every proactive message goes through, and its ports.
-//! - [`adapters`]: in-memory, DynamoDB and SQS implementations of those ports.
+//! - [`reminders`]: `remind me in 10 minutes to …`, a producer of notifications, and its ports.
+//! - [`adapters`]: in-memory, DynamoDB, SQS and EventBridge Scheduler implementations of
+//!   those ports.
 //! - [`bot`]: the conversation — what each activity does.
 //! - [`http`]: the `POST /api/messages` router served by Lambda and locally.
 //! - [`config`]: settings from the environment; [`wiring`]: every client built once from them.
@@ -21,6 +23,7 @@ pub mod http;
 pub mod jobs;
 pub mod notify;
 pub mod registry;
+pub mod reminders;
 pub mod schema;
 pub mod telemetry;
 pub mod wiring;

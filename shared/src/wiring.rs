@@ -1,13 +1,17 @@
 //! Builds every client once, from [`Settings`], for the two Lambda functions and the local
 //! runner: the stores and queue of the chosen [`Backend`], the Connector client with the bot's
 //! credentials and serviceUrl policy, the channel authenticator, the bot, the notifier and the
-//! delivery engine.
+//! delivery engine, and reminders (their store, and a scheduler: an in-process timer, or
+//! EventBridge Scheduler on AWS).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::adapters::dynamodb::DynamoJobStore;
 use crate::adapters::dynamodb_delivery::DynamoDeliveryStore;
+use crate::adapters::dynamodb_reminders::DynamoReminderStore;
+use crate::adapters::eventbridge::EventBridgeScheduler;
+use crate::adapters::local_reminders::{LocalTimer, MemoryReminderStore};
 use crate::adapters::memory::{
     MemoryJobStore, MemoryNotificationStore, MemoryQueue, MemoryRateLimitStore,
 };
@@ -16,15 +20,18 @@ use crate::adapters::memory_requests::MemoryRequestStore;
 use crate::adapters::sqs::SqsQueue;
 use crate::auth::{Auth, AuthConfig, ChannelAuthenticator};
 use crate::bot::Bot;
-use crate::config::{Backend, ConfigError, Settings};
+use crate::config::{Backend, ConfigError, ReminderScheduling, Settings};
 use crate::connector::{ConnectorClient, ConnectorConfig, ServiceUrlPolicy};
 use crate::delivery::consumer::DeliveryQueue;
 use crate::delivery::limits::{LimitsConfig, RateLimitStore, RateLimiter};
-use crate::delivery::{DeliveryEngine, EngineConfig, NotificationStore, Notifier};
+use crate::delivery::{
+    DeliveryEngine, EngineConfig, NotificationQueue, NotificationStore, Notifier,
+};
 use crate::jobs::JobStore;
 use crate::notify::api::NotifyAuth;
 use crate::notify::{BroadcastTask, FanOutConfig, NotifyService, RequestStore};
 use crate::registry::ConversationRegistry;
+use crate::reminders::{ReminderScheduler, ReminderStore, Reminders};
 
 /// How long a message the in-memory queue handed out stays invisible unless the engine says
 /// otherwise: longer than the engine's lease, as the template's visibility timeout is.
@@ -47,6 +54,8 @@ pub struct Services {
     pub notify: Arc<NotifyService>,
     /// Who may call the notify API: IAM inside Lambda, `NOTIFY_API_KEY` locally.
     pub notify_auth: NotifyAuth,
+    /// `remind me …`, `reminders`, `cancel reminder N`.
+    pub reminders: Arc<Reminders>,
 }
 
 /// The ports a [`Services`] is built over.
@@ -57,22 +66,43 @@ pub struct Ports {
     pub queue: Arc<dyn DeliveryQueue>,
     pub registry: Arc<dyn ConversationRegistry>,
     pub requests: Arc<dyn RequestStore>,
+    pub reminders: ReminderPorts,
+}
+
+/// The reminders' ports: each conversation's reminders, and what fires them.
+pub struct ReminderPorts {
+    pub store: Arc<dyn ReminderStore>,
+    pub scheduler: Arc<dyn ReminderScheduler>,
+}
+
+impl ReminderPorts {
+    /// Reminders in memory, fired by an in-process timer onto `queue`.
+    pub fn in_memory(queue: Arc<dyn NotificationQueue>) -> ReminderPorts {
+        ReminderPorts {
+            store: Arc::new(MemoryReminderStore::new()),
+            scheduler: Arc::new(LocalTimer::new(queue)),
+        }
+    }
 }
 
 impl Ports {
     /// The embedded default: everything in process memory.
     pub fn in_memory(max_receives: u32) -> Ports {
+        let queue = Arc::new(MemoryQueue::new(MEMORY_VISIBILITY_TIMEOUT, max_receives));
         Ports {
             jobs: Arc::new(MemoryJobStore::new()),
             notifications: Arc::new(MemoryNotificationStore::new()),
             limits: Arc::new(MemoryRateLimitStore::new()),
-            queue: Arc::new(MemoryQueue::new(MEMORY_VISIBILITY_TIMEOUT, max_receives)),
             registry: Arc::new(MemoryConversationRegistry::new()),
             requests: Arc::new(MemoryRequestStore::new()),
+            reminders: ReminderPorts::in_memory(queue.clone()),
+            queue,
         }
     }
 
-    /// DynamoDB and SQS, through `aws`.
+    /// DynamoDB and SQS, through `aws`. Reminders are kept in the delivery table and fired by
+    /// an in-process timer onto the SQS queue; [`Services::build`] replaces the timer with
+    /// EventBridge Scheduler when the settings say so ([`Ports::with_scheduler`]).
     pub fn aws(
         dynamodb: aws_sdk_dynamodb::Client,
         sqs: aws_sdk_sqs::Client,
@@ -93,19 +123,33 @@ impl Ports {
             delivery_table.clone(),
             retention,
         ));
+        let queue = Arc::new(SqsQueue::new(
+            sqs,
+            queue_url.clone(),
+            dead_letter_queue_url.clone(),
+        ));
         Some(Ports {
+            reminders: ReminderPorts {
+                store: Arc::new(DynamoReminderStore::new(
+                    dynamodb.clone(),
+                    delivery_table.clone(),
+                )),
+                scheduler: Arc::new(LocalTimer::new(queue.clone())),
+            },
             jobs: Arc::new(DynamoJobStore::new(dynamodb, jobs_table.clone(), retention)),
             notifications: delivery.clone(),
             limits: delivery.clone(),
             // TODO(registry branch): the DynamoDB registry.
             registry: Arc::new(MemoryConversationRegistry::new()),
             requests: delivery,
-            queue: Arc::new(SqsQueue::new(
-                sqs,
-                queue_url.clone(),
-                dead_letter_queue_url.clone(),
-            )),
+            queue,
         })
+    }
+
+    /// These ports with reminders fired by `scheduler`.
+    pub fn with_scheduler(mut self, scheduler: Arc<dyn ReminderScheduler>) -> Ports {
+        self.reminders.scheduler = scheduler;
+        self
     }
 }
 
@@ -142,6 +186,23 @@ impl Services {
                     );
                 }
                 Ports::in_memory(settings.max_receives)
+            }
+        };
+        let ports = match (&settings.reminders, &aws) {
+            (ReminderScheduling::EventBridge(target), Some(aws)) => ports.with_scheduler(Arc::new(
+                EventBridgeScheduler::new(aws_sdk_scheduler::Client::new(aws), target.clone()),
+            )),
+            // Settings only choose EventBridge with the AWS backend, which loads `aws`.
+            (ReminderScheduling::EventBridge(_), None) => {
+                return Err(ConfigError::EventBridgeWithoutAws);
+            }
+            (ReminderScheduling::Local, _) => {
+                if crate::telemetry::in_lambda() {
+                    tracing::warn!(
+                        "REMINDERS_SCHEDULER=local in Lambda: reminders are timers in this instance and are lost when it stops"
+                    );
+                }
+                ports
             }
         };
         Services::with_ports(&settings.auth, &settings, ports)
@@ -199,11 +260,15 @@ impl Services {
             ports.notifications.clone(),
             ports.queue.clone(),
         ));
-        let bot = Arc::new(Bot::new(
-            ports.jobs.clone(),
+        let reminders = Arc::new(Reminders::new(
+            ports.reminders.store,
+            ports.reminders.scheduler,
             notifier.clone(),
-            connector.clone(),
         ));
+        let bot = Arc::new(
+            Bot::new(ports.jobs.clone(), notifier.clone(), connector.clone())
+                .with_reminders(reminders.clone()),
+        );
         let queue: Arc<dyn crate::delivery::NotificationQueue> = ports.queue.clone();
         let notify = Arc::new(NotifyService::new(
             ports.requests,
@@ -234,6 +299,7 @@ impl Services {
             registry: ports.registry,
             notify,
             notify_auth: NotifyAuth::Closed,
+            reminders,
         })
     }
 

@@ -17,7 +17,7 @@ use proactive_bot::delivery::{
 };
 use proactive_bot::schema::ConversationReference;
 use proactive_bot::testing::connector::{ConnectorStandIn, ScriptedResponse};
-use proactive_bot::wiring::{Ports, Services};
+use proactive_bot::wiring::{Ports, ReminderPorts, Services};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -54,6 +54,7 @@ async fn fixture(options: Options) -> Fixture {
         notifications: Arc::new(MemoryNotificationStore::new()),
         limits: Arc::new(MemoryRateLimitStore::new()),
         queue: queue.clone(),
+        reminders: ReminderPorts::in_memory(queue.clone()),
     };
     let services = Services::with_limits(
         &AuthConfig::default(),

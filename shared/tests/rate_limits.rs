@@ -24,7 +24,7 @@ use proactive_bot::jobs::JobStore;
 use proactive_bot::schema::ConversationReference;
 use proactive_bot::testing::moto::{self, MotoServer};
 use proactive_bot::testing::simulator::{SimulatorConfig, TeamsSimulator};
-use proactive_bot::wiring::{Ports, Services};
+use proactive_bot::wiring::{Ports, ReminderPorts, Services};
 
 struct Shared {
     jobs: Arc<dyn JobStore>,
@@ -47,6 +47,7 @@ fn start_instances(shared: &Shared) -> (Vec<Services>, Vec<tokio::task::JoinHand
                 notifications: shared.notifications.clone(),
                 limits: shared.limits.clone(),
                 queue: shared.queue.clone(),
+                reminders: ReminderPorts::in_memory(shared.queue.clone()),
             },
         )
         .unwrap();

@@ -1,6 +1,6 @@
 //! The SQS sample events in `events/` through the function's handler, with the notification
-//! they name (`job-100001-1695809700000`) in the store, a Connector stand-in as the channel,
-//! and a queue control that records what the handler asked of SQS.
+//! they name (`job-100001-1695809700000`, or the reminder's `rem-…`) in the store, a Connector
+//! stand-in as the channel, and a queue control that records what the handler asked of SQS.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -54,6 +54,22 @@ impl QueueControl for RecordingControl {
 }
 
 async fn services_with_notification(connector: &ConnectorStandIn) -> Services {
+    services_with(
+        connector,
+        NOTIFICATION,
+        Source::Job { number: 100_001 },
+        "Job 100001 is complete.",
+    )
+    .await
+}
+
+/// Services holding notification `id` (Queued) into the samples' conversation.
+async fn services_with(
+    connector: &ConnectorStandIn,
+    id: &str,
+    source: Source,
+    text: &str,
+) -> Services {
     let services = Services::in_memory(&AuthConfig::default()).unwrap();
     let reference = ConversationReference {
         user: ChannelAccount {
@@ -73,10 +89,10 @@ async fn services_with_notification(connector: &ConnectorStandIn) -> Services {
         ..Default::default()
     };
     let notification = Notification::new(
-        NotificationId::parse(NOTIFICATION).unwrap(),
-        Source::Job { number: 100_001 },
+        NotificationId::parse(id).unwrap(),
+        source,
         reference,
-        Content::text("Job 100001 is complete."),
+        Content::text(text),
         Utc::now(),
     );
     services.notifications.create(&notification).await.unwrap();
@@ -172,4 +188,43 @@ async fn a_throttled_batch_comes_back_when_the_channel_says_in_order() {
     // The response is what Lambda expects on the wire.
     let wire = serde_json::to_value(&response).unwrap();
     assert_eq!(wire["batchItemFailures"][0]["itemIdentifier"], "valid-1");
+}
+
+#[tokio::test]
+async fn a_reminder_fired_by_eventbridge_scheduler_is_delivered_like_any_notification() {
+    // What EventBridge Scheduler puts on the queue: the schedule's input as the body, the
+    // conversation as the message group, a content-based deduplication id.
+    const REMINDER: &str = "rem-0f1e2d3c4b5a69788796a5b4c3d2e1f0";
+    let connector = ConnectorStandIn::start().await;
+    let services = services_with(
+        &connector,
+        REMINDER,
+        Source::Reminder {
+            id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+        },
+        "Reminder: stretch",
+    )
+    .await;
+    let control = RecordingControl::default();
+    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-reminder.json"))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let requests = connector.requests();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].path,
+        "/amer/v3/conversations/8a684db0-5c7e-11ee-8c99-0242ac120002%7Clivechat/activities"
+    );
+    assert_eq!(requests[0].text(), "Reminder: stretch");
+    let stored = services
+        .notifications
+        .get(&NotificationId::parse(REMINDER).unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(stored.state, DeliveryState::Sent { .. }),
+        "{stored:?}"
+    );
 }

@@ -10,6 +10,7 @@
 //! | notification          | `n#<id>`     | see below                               |
 //! | conversation send log | `rate#<key>` | `sends` S, `version` N, `expiresAt` N   |
 //! | tenant slot           | `slot#<key>` | `nextFree` N, `expiresAt` N             |
+//! | conversation's reminders | `rem#<channel>#<conversation>` | see [`super::dynamodb_reminders`] |
 //!
 //! A notification:
 //!

@@ -1,7 +1,10 @@
-//! A moto server for integration tests: DynamoDB and SQS over their real wire protocols, on
-//! 127.0.0.1, with the tables and queues created from `template.yaml` by
-//! `scripts/local_resources.py` (so the template stays the single source of truth): the jobs
-//! table, the delivery table, and the notifications FIFO queue with its dead-letter queue.
+//! A moto server for integration tests: DynamoDB, SQS and EventBridge Scheduler over their real
+//! wire protocols, on 127.0.0.1, with the tables, queues and schedule group created from
+//! `template.yaml` by `scripts/local_resources.py` (so the template stays the single source of
+//! truth): the jobs table, the delivery table, the notifications FIFO queue with its
+//! dead-letter queue, and the reminders' schedule group and dead-letter queue. (moto stores
+//! schedules but never fires them: a test plays the scheduler's part by sending a schedule's
+//! input to its target.)
 //!
 //! ```text
 //! let moto = MotoServer::shared();
@@ -60,6 +63,10 @@ pub struct LocalResources {
     pub queue_url: String,
     /// `NotificationsDeadLetterQueue` (FIFO).
     pub dead_letter_queue_url: String,
+    /// `ReminderScheduleGroup`: the reminders' EventBridge Scheduler group.
+    pub schedule_group: String,
+    /// `ReminderDeadLetterQueue` (standard): the scheduler's dead-letter queue.
+    pub reminder_dead_letter_queue_url: String,
     /// Every created resource: logical id → table name or queue URL.
     pub all: BTreeMap<String, String>,
 }
@@ -75,6 +82,21 @@ impl LocalResources {
         }
     }
 
+    /// Where EventBridge schedules of these resources go: the group, the notifications queue,
+    /// the scheduler's dead-letter queue (their ARNs as moto names them) and a role ARN (moto
+    /// does not check it).
+    pub fn eventbridge_target(&self) -> crate::adapters::eventbridge::EventBridgeTarget {
+        crate::adapters::eventbridge::EventBridgeTarget {
+            group: self.schedule_group.clone(),
+            queue_arn: queue_arn(&self.queue_url),
+            role_arn: format!(
+                "arn:aws:iam::{MOTO_ACCOUNT}:role/{}-ReminderSchedulerRole",
+                self.prefix
+            ),
+            dead_letter_queue_arn: queue_arn(&self.reminder_dead_letter_queue_url),
+        }
+    }
+
     /// The AWS ports over these resources, every request counted by `counter`.
     pub fn ports(&self, config: &SdkConfig, counter: &RequestCounter) -> crate::wiring::Ports {
         crate::wiring::Ports::aws(
@@ -85,6 +107,30 @@ impl LocalResources {
         )
         .expect("an AWS backend has AWS ports")
     }
+
+    /// [`LocalResources::ports`] with reminders scheduled on EventBridge Scheduler (moto).
+    pub fn ports_with_eventbridge(
+        &self,
+        config: &SdkConfig,
+        counter: &RequestCounter,
+    ) -> crate::wiring::Ports {
+        self.ports(config, counter)
+            .with_scheduler(std::sync::Arc::new(
+                crate::adapters::eventbridge::EventBridgeScheduler::new(
+                    scheduler_client(config, counter),
+                    self.eventbridge_target(),
+                ),
+            ))
+    }
+}
+
+/// The account moto answers as.
+pub const MOTO_ACCOUNT: &str = "123456789012";
+
+/// The ARN of a moto queue, from its URL (`http://host/123456789012/name`).
+pub fn queue_arn(url: &str) -> String {
+    let name = url.rsplit('/').next().unwrap_or_default();
+    format!("arn:aws:sqs:us-east-1:{MOTO_ACCOUNT}:{name}")
 }
 
 impl MotoServer {
@@ -207,6 +253,8 @@ impl MotoServer {
             delivery_table_name: take("DeliveryTable"),
             queue_url: take("NotificationsQueue"),
             dead_letter_queue_url: take("NotificationsDeadLetterQueue"),
+            schedule_group: take("ReminderScheduleGroup"),
+            reminder_dead_letter_queue_url: take("ReminderDeadLetterQueue"),
             all: all.clone(),
         }
     }
@@ -381,6 +429,14 @@ pub fn sqs_client(config: &SdkConfig, counter: &RequestCounter) -> aws_sdk_sqs::
     builder.set_endpoint_url(config.endpoint_url().map(str::to_owned));
     let config = builder.interceptor(counter.clone()).build();
     aws_sdk_sqs::Client::from_conf(config)
+}
+
+/// An EventBridge Scheduler client for `config` whose requests `counter` counts.
+pub fn scheduler_client(config: &SdkConfig, counter: &RequestCounter) -> aws_sdk_scheduler::Client {
+    let mut builder = aws_sdk_scheduler::config::Builder::from(config);
+    builder.set_endpoint_url(config.endpoint_url().map(str::to_owned));
+    let config = builder.interceptor(counter.clone()).build();
+    aws_sdk_scheduler::Client::from_conf(config)
 }
 
 fn workspace_root() -> PathBuf {

@@ -115,23 +115,34 @@ pub async fn say(
     conversation: &Conversation,
     text: &str,
 ) -> RecordedRequest {
+    say_activity(bot, connector, conversation, &conversation.message(text)).await
+}
+
+/// Sends `activity` (a message of `conversation`) and returns the bot's single reply to it.
+pub async fn say_activity(
+    bot: &LocalBot,
+    connector: &ConnectorStandIn,
+    conversation: &Conversation,
+    activity: &Value,
+) -> RecordedRequest {
     let before = connector.requests().len();
-    let activity = conversation.message(text);
-    let (status, body) = post(bot, &activity).await;
+    let text = activity["text"].as_str().unwrap_or_default();
+    let (status, body) = post(bot, activity).await;
     assert_eq!(status, 200, "bot answered {status}: {body}");
     assert_eq!(body, "", "the HTTP answer carries no reply body");
-    let requests = connector.wait_for(before + 1, WAIT).await;
-    let reply = requests
-        .iter()
-        .skip(before)
-        .find(|r| r.path == conversation.reply_path(&activity))
-        .unwrap_or_else(|| {
-            panic!(
-                "no reply to {text:?} at {}: {requests:#?}",
-                conversation.reply_path(&activity)
-            )
-        })
-        .clone();
+    // Waits for the reply itself: a proactive message may arrive before it.
+    let path = conversation.reply_path(activity);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let reply = loop {
+        let requests = connector.requests();
+        if let Some(reply) = requests.iter().skip(before).find(|r| r.path == path) {
+            break reply.clone();
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("no reply to {text:?} at {path} within {WAIT:?}: {requests:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!(reply.body["replyToId"], activity["id"]);
     assert_eq!(reply.body["from"]["id"], "bot-id");
     assert_eq!(reply.body["recipient"]["id"], json!(conversation.user));
