@@ -169,6 +169,7 @@ async fn fixture_with(auth: NotifyAuth, faults: Option<Arc<Faults>>, consume_now
         queue: delivery_queue,
         registry: Arc::new(MemoryConversationRegistry::new()),
         requests,
+        reminders: proactive_bot::wiring::ReminderPorts::in_memory(queue.clone()),
     };
     // Generous limits: these tests are about who gets what, not pacing.
     let limits: LimitsConfig = LimitsConfig {

@@ -173,3 +173,54 @@ async fn a_dead_letter_keeps_its_body_group_and_correlation_id() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn many_messages_go_ten_per_request_each_once_in_order_per_conversation() {
+    let f = fixture("sqs-many").await;
+    let messages: Vec<DeliveryMessage> = (0..25)
+        .map(|n| message(&format!("many-{n:02}"), &format!("conversation-{}", n % 5)))
+        .collect();
+    f.counter.reset();
+    f.queue.enqueue_many(&messages).await.unwrap();
+    assert_eq!(
+        f.counter.count("SQS", "SendMessageBatch"),
+        3,
+        "25 = 10 + 10 + 5"
+    );
+    assert_eq!(f.counter.total(), 3);
+    // Sending them again (a fan-out page run twice) is deduplicated.
+    f.queue.enqueue_many(&messages).await.unwrap();
+
+    let mut received = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while received.len() < 25 && Instant::now() < deadline {
+        let batch = f.queue.receive(10, Duration::from_secs(1)).await.unwrap();
+        let handles: Vec<String> = batch
+            .iter()
+            .filter_map(|r| r.receipt_handle.clone())
+            .collect();
+        received.extend(ids(&batch));
+        f.queue.delete_all(&handles).await.unwrap();
+    }
+    let mut sorted = received.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 25, "each message once: {received:?}");
+    assert_eq!(received.len(), 25, "no duplicates: {received:?}");
+    for conversation in 0..5 {
+        let order: Vec<&String> = received
+            .iter()
+            .filter(|id| id[5..].parse::<usize>().unwrap() % 5 == conversation)
+            .collect();
+        let mut expected = order.clone();
+        expected.sort();
+        assert_eq!(order, expected, "conversation {conversation} in order");
+    }
+    assert!(
+        f.queue
+            .receive(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
