@@ -21,6 +21,7 @@
 //! | `source`         | S    | who asked for it ([`Source`](crate::delivery::Source)), as JSON |
 //! | `idempotencyKey` | S    | the producer's key, when it gave one                            |
 //! | `correlationId`  | S    | ties the producing turn, the queue message and the delivery     |
+//! | `urgent`         | BOOL | present (true) when the notification must interrupt            |
 //! | `batch`          | S    | the notify request it is one recipient of, when it is one       |
 //! | `conversation`   | S    | with `batch`: the target conversation's id                      |
 //! | `target`         | S    | the conversation reference as JSON (unknown fields survive)     |
@@ -91,6 +92,7 @@ mod attr {
     pub const SOURCE: &str = "source";
     pub const IDEMPOTENCY_KEY: &str = "idempotencyKey";
     pub const BATCH: &str = "batch";
+    pub const URGENT: &str = "urgent";
     pub const CONVERSATION: &str = "conversation";
     pub const CORRELATION_ID: &str = "correlationId";
     pub const TARGET: &str = "target";
@@ -324,6 +326,9 @@ fn to_item(notification: &Notification) -> HashMap<String, AttributeValue> {
     if let Some(last_error) = &notification.last_error {
         item.insert(attr::LAST_ERROR.to_owned(), string(last_error));
     }
+    if notification.urgent {
+        item.insert(attr::URGENT.to_owned(), AttributeValue::Bool(true));
+    }
     if let Some(batch) = &notification.batch {
         // The batch index's keys and what a request's progress reads (see the module doc).
         item.insert(attr::BATCH.to_owned(), string(batch));
@@ -416,6 +421,7 @@ impl DeliveryItem for Attributes<'_> {
             source: self.json(attr::SOURCE)?,
             idempotency_key: self.optional_string(attr::IDEMPOTENCY_KEY)?,
             correlation_id: self.string(attr::CORRELATION_ID)?.to_owned(),
+            urgent: matches!(self.0.get(attr::URGENT), Some(AttributeValue::Bool(true))),
             batch: self.optional_string(attr::BATCH)?,
             target: self.json(attr::TARGET)?,
             content: self.json(attr::CONTENT)?,

@@ -234,7 +234,7 @@ async fn enqueue(queue: &dyn NotificationQueue, message: &DeliveryMessage, name:
 mod tests {
     use super::*;
     use crate::delivery::NotificationId;
-    use crate::delivery::QueueError;
+    use crate::delivery::{QueueError, QueueMessage};
 
     #[derive(Default)]
     struct RecordingQueue {
@@ -243,8 +243,9 @@ mod tests {
 
     #[async_trait]
     impl NotificationQueue for RecordingQueue {
-        async fn enqueue(&self, message: &DeliveryMessage) -> Result<(), QueueError> {
-            lock(&self.messages).push((message.id.clone(), std::time::Instant::now()));
+        async fn send(&self, message: &QueueMessage) -> Result<(), QueueError> {
+            let id = NotificationId::parse(&message.deduplication_id).expect("a notification id");
+            lock(&self.messages).push((id, std::time::Instant::now()));
             Ok(())
         }
     }

@@ -634,7 +634,7 @@ impl QueueConsumer for MemoryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::{Content, Source};
+    use crate::delivery::{Content, DeliveryMessage, Source};
     use crate::schema::{ConversationAccount, ConversationReference};
 
     fn reference(conversation: &str) -> ConversationReference {

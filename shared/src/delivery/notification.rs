@@ -208,6 +208,10 @@ pub struct Notification {
     pub idempotency_key: Option<String>,
     /// Ties the producing turn or request, the queue message and the delivery together in logs.
     pub correlation_id: String,
+    /// Whether it must interrupt: reminders and API notifications are urgent unless they say
+    /// otherwise; job completions and broadcasts may wait for a quiet moment.
+    #[serde(default)]
+    pub urgent: bool,
     /// The request this notification is one recipient of (a notify API call, a broadcast):
     /// the store lists a batch's notifications so the request's progress can be counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -238,6 +242,7 @@ impl Notification {
             source,
             idempotency_key: None,
             correlation_id: new_correlation_id(),
+            urgent: false,
             batch: None,
             target,
             content,

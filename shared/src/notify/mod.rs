@@ -327,6 +327,7 @@ impl NotifyService {
             Utc::now(),
         );
         notification.batch = Some(request.id.clone());
+        notification.urgent = request.urgent;
         notification.idempotency_key = request.idempotency_key.clone();
         notification.correlation_id = request.correlation_id.clone();
         notification

@@ -45,7 +45,8 @@ pub enum Target {
 pub struct NotifyBody {
     pub target: Target,
     pub content: Content,
-    /// API notifications are urgent unless the request says `"urgent": false`.
+    /// Named conversations are urgent unless the request says `"urgent": false`; a broadcast
+    /// is not unless it says `"urgent": true` (it may wait for a quiet moment).
     pub urgent: bool,
 }
 
@@ -73,7 +74,7 @@ impl NotifyBody {
         let target = target(fields)?;
         let content = content(fields)?;
         let urgent = match fields.get("urgent") {
-            None | Some(Value::Null) => true,
+            None | Some(Value::Null) => matches!(target, Target::Conversations { .. }),
             Some(Value::Bool(urgent)) => *urgent,
             Some(_) => return Err(invalid("urgent must be true or false")),
         };
@@ -229,6 +230,12 @@ mod tests {
         );
         assert!(!body.urgent);
         let body = parse(json!({"all": true, "tenantId": "t1", "text": "hi"})).unwrap();
+        assert!(!body.urgent, "a broadcast is not urgent unless it says so");
+        assert!(
+            parse(json!({"all": true, "text": "hi", "urgent": true}))
+                .unwrap()
+                .urgent
+        );
         assert_eq!(
             body.target,
             Target::All {

@@ -290,7 +290,7 @@ impl Reminders {
             offset_seconds: offset.map(|o| o.local_minus_utc()),
             created_at: now,
         };
-        let notification = Notification::new(
+        let mut notification = Notification::new(
             reminder.notification_id(),
             Source::Reminder {
                 id: reminder.id.to_string(),
@@ -299,6 +299,8 @@ impl Reminders {
             Content::text(format!("Reminder: {}", reminder.text)),
             now,
         );
+        // A reminder is due now: it interrupts.
+        notification.urgent = true;
         // Stored, not queued: the scheduler queues its message at the due time.
         self.notifier.store().create(&notification).await?;
         let mut attempts = 0;
