@@ -19,15 +19,18 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 HOST=127.0.0.1
 PREFIX=local
-PYTHON="${PYTHON:-python3}"
+# The project's own Python environment (as the tests use), made on first use.
+PYTHON="${PYTHON:-.tools/moto/bin/python}"
 
 say() { printf '%s\n' "$*" >&2; }
 
 # --- moto -------------------------------------------------------------------------------------
 
 if ! "$PYTHON" -c 'import moto.server, flask, boto3, yaml' 2>/dev/null; then
-    say "local-aws: installing moto's server (pip install 'moto[server]')"
-    "$PYTHON" -m pip install --quiet 'moto[server]'
+    say "local-aws: making .tools/moto (a virtual environment with moto's server)"
+    [ -x .tools/moto/bin/python ] || python3 -m venv .tools/moto
+    .tools/moto/bin/python -m pip install --quiet --disable-pip-version-check -r scripts/requirements-moto.txt
+    PYTHON=.tools/moto/bin/python
 fi
 
 port_is_free() {

@@ -14,9 +14,11 @@
 //! // … counter.count("DynamoDB", "PutItem") …
 //! ```
 //!
-//! Moto's server is required, never optional: when `moto_server` is not on PATH (nor the
-//! `moto` Python module importable) it is installed once with
-//! `python3 -m pip install 'moto[server]'`; if that fails too, the test panics saying so.
+//! Moto's server is required, never optional. It runs from the project's own Python virtual
+//! environment, `.tools/moto` (created with `python3 -m venv` and filled from
+//! `scripts/requirements-moto.txt` on first use, reused after; `PROACTIVE_BOT_PYTHON` names
+//! another interpreter), never from the machine's global one; if that cannot be made, the
+//! test panics saying so.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -33,8 +35,10 @@ use aws_sdk_dynamodb::config::{ConfigBag, Credentials, Intercept, RuntimeCompone
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
-const INSTALL_HINT: &str = "these tests need moto's server (DynamoDB and SQS on 127.0.0.1): \
-     install it with `python3 -m pip install 'moto[server]'` so that `moto_server` is on PATH";
+const INSTALL_HINT: &str = "these tests need moto's server (DynamoDB, SQS and EventBridge \
+     Scheduler on 127.0.0.1) from a Python virtual environment: they make `.tools/moto` with \
+     `python3 -m venv` and `pip install -r scripts/requirements-moto.txt`; run those by hand to \
+     see what fails, or set PROACTIVE_BOT_PYTHON to a Python that has moto[server]";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running `moto_server -H 127.0.0.1 -p PORT`, stopped on drop.
@@ -208,7 +212,7 @@ impl MotoServer {
         );
 
         let root = workspace_root();
-        let mut command = Command::new("python3");
+        let mut command = Command::new(python());
         command
             .arg(root.join("scripts/local_resources.py"))
             .arg("--endpoint-url")
@@ -227,7 +231,7 @@ impl MotoServer {
         let output = tokio::task::spawn_blocking(move || command.output())
             .await
             .expect("the resource script's thread panicked")
-            .unwrap_or_else(|e| panic!("could not run python3 scripts/local_resources.py: {e}"));
+            .unwrap_or_else(|e| panic!("could not run scripts/local_resources.py: {e}"));
         assert!(
             output.status.success(),
             "scripts/local_resources.py failed ({}):\n{}\n{}",
@@ -462,65 +466,86 @@ impl Launcher {
     }
 }
 
-/// Finds moto's server, installing it with pip (once per test binary) if it is missing.
-fn launcher() -> Launcher {
-    static INSTALL: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Some(found) = find_launcher() {
-        return found;
-    }
-    let installed = INSTALL.get_or_init(|| {
-        eprintln!("moto_server is not on PATH: running python3 -m pip install 'moto[server]'");
-        let status = Command::new("python3")
-            .args(["-m", "pip", "install", "--quiet", "moto[server]"])
-            .stdin(Stdio::null())
-            .status()
-            .map_err(|e| format!("could not run python3 -m pip: {e}"))?;
-        if status.success() {
-            Ok(())
+/// The Python the tests use for moto and `scripts/local_resources.py`: `$PROACTIVE_BOT_PYTHON`
+/// when set, otherwise the project's own virtual environment `.tools/moto` (made with
+/// `python3 -m venv` and filled with `scripts/requirements-moto.txt` on first use, reused
+/// after; never the machine's global interpreter).
+fn python() -> PathBuf {
+    static PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let python = PYTHON.get_or_init(|| {
+        if let Some(python) = std::env::var_os("PROACTIVE_BOT_PYTHON") {
+            return Ok(PathBuf::from(python));
+        }
+        let root = workspace_root();
+        let venv = root.join(".tools/moto");
+        let python = venv.join("bin/python");
+        if ready(&python) {
+            return Ok(python);
+        }
+        eprintln!(
+            "creating the tests' Python environment {} (moto[server], boto3, PyYAML)",
+            venv.display()
+        );
+        run("python3", &["-m", "venv", &venv.display().to_string()])?;
+        let requirements = root.join("scripts/requirements-moto.txt");
+        run(
+            &python.display().to_string(),
+            &[
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                &requirements.display().to_string(),
+            ],
+        )?;
+        if ready(&python) {
+            Ok(python)
         } else {
             Err(format!(
-                "python3 -m pip install 'moto[server]' failed ({status})"
+                "{} was filled but cannot import moto.server, boto3 and yaml",
+                venv.display()
             ))
         }
     });
-    match (installed, find_launcher()) {
-        (_, Some(found)) => found,
-        (Err(e), None) => {
-            panic!("moto's server is missing and installing it failed: {e}\n{INSTALL_HINT}")
-        }
-        (Ok(()), None) => panic!(
-            "moto[server] was installed but neither `moto_server` (PATH) nor the `moto` Python \
-             module can be found\n{INSTALL_HINT}"
-        ),
+    match python {
+        Ok(python) => python.clone(),
+        Err(e) => panic!("moto's server is missing and installing it failed: {e}\n{INSTALL_HINT}"),
     }
 }
 
-fn find_launcher() -> Option<Launcher> {
-    if let Some(path) = find_on_path("moto_server") {
-        return Some(Launcher {
-            program: path,
-            args: Vec::new(),
-        });
-    }
-    // pip may have put the script outside PATH (e.g. ~/.local/bin); the module still runs.
-    let importable = Command::new("python3")
-        .args(["-c", "import moto.server, boto3, yaml"])
+/// `python` imports what the tests need.
+fn ready(python: &Path) -> bool {
+    python.is_file()
+        && Command::new(python)
+            .args(["-c", "import moto.server, boto3, yaml"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let status = Command::new(program)
+        .args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    importable.then(|| Launcher {
-        program: PathBuf::from("python3"),
-        args: ["-m", "moto.server"].map(String::from).to_vec(),
-    })
+        .map_err(|e| format!("could not run {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} {} failed ({status})", args.join(" ")))
+    }
 }
 
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
+/// Moto's server, from the tests' Python environment.
+fn launcher() -> Launcher {
+    Launcher {
+        program: python(),
+        args: ["-m", "moto.server"].map(String::from).to_vec(),
+    }
 }
 
 fn free_port() -> std::io::Result<u16> {
