@@ -6,6 +6,7 @@
 //! - [`auth`]: channel → bot token validation, bot → Connector tokens, the serviceUrl allowlist.
 //! - [`jobs`]: the job model and its port, [`jobs::JobStore`]: one producer of notifications.
 //! - [`delivery`]: the engine every proactive message goes through, and its ports.
+//! - [`registry`]: the conversations that talked to the bot; only active ones can be notified.
 //! - [`adapters`]: in-memory, DynamoDB and SQS implementations of those ports.
 //! - [`bot`]: the conversation — what each activity does.
 //! - [`http`]: the `POST /api/messages` router served by Lambda and locally.

@@ -97,6 +97,10 @@ pub enum RegistryError {
     /// A bounded in-memory registry is full of active conversations.
     #[error("conversation registry full: {0}")]
     Full(String),
+    /// `list_active` was given a cursor this registry did not return (or one of another
+    /// tenant's listing): the caller's mistake, not the store's.
+    #[error("not a cursor of this listing: {0}")]
+    BadCursor(String),
 }
 
 /// A page of active conversations.
@@ -138,9 +142,10 @@ impl Default for RegistryRetention {
 ///   exist, in any order (up to 100 ids per backend request).
 /// - `list_active` pages through the **active** conversations, optionally of one tenant, in a
 ///   stable order (tenant, then conversation id), `limit` at most per page, resuming after
-///   the cursor `after` a previous page returned. It reads an index, never the whole store at
-///   once; on DynamoDB the index is eventually consistent, so a conversation registered or
-///   retired a moment ago may be missing or still listed.
+///   the cursor `after` a previous page returned (anything else: `BadCursor`, never a panic).
+///   It reads an index, never the whole store at once; on DynamoDB the index is eventually
+///   consistent, so a conversation registered or retired a moment ago may be missing or still
+///   listed.
 /// - Expiry follows [`RegistryRetention`], counted from each write.
 #[async_trait]
 pub trait ConversationRegistry: Send + Sync {

@@ -1,16 +1,19 @@
 //! Builds every client once, from [`Settings`], for the two Lambda functions and the local
-//! runner: the stores and queue of the chosen [`Backend`], the Connector client with the bot's
-//! credentials and serviceUrl policy, the channel authenticator, the bot, the notifier and the
-//! delivery engine.
+//! runner: the stores, registry and queue of the chosen [`Backend`], the Connector client with
+//! the bot's credentials and serviceUrl policy, the channel authenticator, the bot (which
+//! registers every conversation that talks to it), the notifier and the delivery engine
+//! (which delivers only to registered, active conversations).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::adapters::dynamodb::DynamoJobStore;
 use crate::adapters::dynamodb_delivery::DynamoDeliveryStore;
+use crate::adapters::dynamodb_registry::DynamoConversationRegistry;
 use crate::adapters::memory::{
     MemoryJobStore, MemoryNotificationStore, MemoryQueue, MemoryRateLimitStore,
 };
+use crate::adapters::memory_registry::MemoryConversationRegistry;
 use crate::adapters::sqs::SqsQueue;
 use crate::auth::{Auth, AuthConfig, ChannelAuthenticator};
 use crate::bot::Bot;
@@ -20,6 +23,7 @@ use crate::delivery::consumer::DeliveryQueue;
 use crate::delivery::limits::{LimitsConfig, RateLimitStore, RateLimiter};
 use crate::delivery::{DeliveryEngine, EngineConfig, NotificationStore, Notifier};
 use crate::jobs::JobStore;
+use crate::registry::{ConversationRegistry, DEFAULT_REFRESH, Registrar, RegistryRetention};
 
 /// How long a message the in-memory queue handed out stays invisible unless the engine says
 /// otherwise: longer than the engine's lease, as the template's visibility timeout is.
@@ -34,6 +38,9 @@ pub struct Services {
     pub policy: Arc<dyn ServiceUrlPolicy>,
     pub jobs: Arc<dyn JobStore>,
     pub notifications: Arc<dyn NotificationStore>,
+    /// The conversations that talked to the bot: the bot records them, the engine delivers
+    /// only to the active ones.
+    pub registry: Arc<dyn ConversationRegistry>,
     /// The delivery queue: producers enqueue; the local runner consumes it as Lambda's event
     /// source mapping would, and the delivery function applies decisions to it.
     pub queue: Arc<dyn DeliveryQueue>,
@@ -44,6 +51,7 @@ pub struct Ports {
     pub jobs: Arc<dyn JobStore>,
     pub notifications: Arc<dyn NotificationStore>,
     pub limits: Arc<dyn RateLimitStore>,
+    pub registry: Arc<dyn ConversationRegistry>,
     pub queue: Arc<dyn DeliveryQueue>,
 }
 
@@ -54,16 +62,19 @@ impl Ports {
             jobs: Arc::new(MemoryJobStore::new()),
             notifications: Arc::new(MemoryNotificationStore::new()),
             limits: Arc::new(MemoryRateLimitStore::new()),
+            registry: Arc::new(MemoryConversationRegistry::new()),
             queue: Arc::new(MemoryQueue::new(MEMORY_VISIBILITY_TIMEOUT, max_receives)),
         }
     }
 
-    /// DynamoDB and SQS, through `aws`.
+    /// DynamoDB and SQS, through `aws`: finished jobs and notifications are kept for
+    /// `retention`, registered conversations for `registry_retention`.
     pub fn aws(
         dynamodb: aws_sdk_dynamodb::Client,
         sqs: aws_sdk_sqs::Client,
         backend: &Backend,
         retention: chrono::Duration,
+        registry_retention: RegistryRetention,
     ) -> Option<Ports> {
         let Backend::Aws {
             jobs_table,
@@ -79,10 +90,16 @@ impl Ports {
             delivery_table.clone(),
             retention,
         ));
+        let registry = Arc::new(DynamoConversationRegistry::new(
+            dynamodb.clone(),
+            delivery_table.clone(),
+            registry_retention,
+        ));
         Some(Ports {
             jobs: Arc::new(DynamoJobStore::new(dynamodb, jobs_table.clone(), retention)),
             notifications: delivery.clone(),
             limits: delivery,
+            registry,
             queue: Arc::new(SqsQueue::new(
                 sqs,
                 queue_url.clone(),
@@ -116,6 +133,7 @@ impl Services {
                 aws_sdk_sqs::Client::new(aws),
                 &settings.backend,
                 retention,
+                settings.registry_retention,
             )
             .expect("the AWS backend has its ports"),
             _ => {
@@ -173,17 +191,19 @@ impl Services {
             ports.notifications.clone(),
             ports.queue.clone(),
         ));
-        let bot = Arc::new(Bot::new(
-            ports.jobs.clone(),
-            notifier.clone(),
-            connector.clone(),
-        ));
-        let engine = Arc::new(DeliveryEngine::new(
-            ports.notifications.clone(),
-            RateLimiter::new(ports.limits, limits),
-            connector,
-            engine,
-        ));
+        let bot = Arc::new(
+            Bot::new(ports.jobs.clone(), notifier.clone(), connector.clone())
+                .with_registrar(Registrar::new(ports.registry.clone(), DEFAULT_REFRESH)),
+        );
+        let engine = Arc::new(
+            DeliveryEngine::new(
+                ports.notifications.clone(),
+                RateLimiter::new(ports.limits, limits),
+                connector,
+                engine,
+            )
+            .with_registry(ports.registry.clone()),
+        );
         Ok(Services {
             bot,
             engine,
@@ -192,6 +212,7 @@ impl Services {
             policy: auth.policy,
             jobs: ports.jobs,
             notifications: ports.notifications,
+            registry: ports.registry,
             queue: ports.queue,
         })
     }

@@ -2,6 +2,7 @@
 
 pub mod dynamodb;
 pub mod dynamodb_delivery;
+pub mod dynamodb_registry;
 mod item;
 pub mod memory;
 pub mod memory_registry;
