@@ -191,9 +191,13 @@ impl Services {
             ports.notifications.clone(),
             ports.queue.clone(),
         ));
+        let registrar = Registrar::new(ports.registry.clone(), DEFAULT_REFRESH);
+        // The engine's retirements reach the registrar of this process (the local runner), so
+        // a conversation retired after a 403/404 is revived by its very next message.
+        let engine_registry = registrar.forgetting_registry();
         let bot = Arc::new(
             Bot::new(ports.jobs.clone(), notifier.clone(), connector.clone())
-                .with_registrar(Registrar::new(ports.registry.clone(), DEFAULT_REFRESH)),
+                .with_registrar(registrar),
         );
         let engine = Arc::new(
             DeliveryEngine::new(
@@ -202,7 +206,7 @@ impl Services {
                 connector,
                 engine,
             )
-            .with_registry(ports.registry.clone()),
+            .with_registry(engine_registry),
         );
         Ok(Services {
             bot,
