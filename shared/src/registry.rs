@@ -146,7 +146,9 @@ impl Default for RegistryRetention {
 ///   It reads an index, never the whole store at once; on DynamoDB the index is eventually
 ///   consistent, so a conversation registered or retired a moment ago may be missing or still
 ///   listed.
-/// - Expiry follows [`RegistryRetention`], counted from each write.
+/// - Expiry follows [`RegistryRetention`], counted from each write; a record past its expiry
+///   reads as absent even before the store deletes it. (The in-memory adapter, which loses
+///   everything on exit anyway, is bounded in size instead.)
 #[async_trait]
 pub trait ConversationRegistry: Send + Sync {
     async fn seen(
@@ -317,10 +319,7 @@ impl Registrar {
 }
 
 fn forget(written: &Written, conversation: &str) {
-    written
-        .lock()
-        .expect("registrar lock")
-        .remove(conversation);
+    written.lock().expect("registrar lock").remove(conversation);
 }
 
 /// A registry whose retirements a [`Registrar`] hears of.
@@ -432,7 +431,10 @@ mod tests {
         let registrar = Registrar::new(registry.clone(), DEFAULT_REFRESH);
         let message = from("c1", "message", "https://a/");
         assert!(registrar.record(&message).await.unwrap(), "first message");
-        assert!(!registrar.record(&message).await.unwrap(), "nothing changed");
+        assert!(
+            !registrar.record(&message).await.unwrap(),
+            "nothing changed"
+        );
         assert!(
             registrar
                 .record(&from("c2", "message", "https://a/"))
@@ -448,7 +450,13 @@ mod tests {
             "a new serviceUrl"
         );
         assert_eq!(
-            registry.get("c1").await.unwrap().unwrap().reference.service_url,
+            registry
+                .get("c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .reference
+                .service_url,
             "https://b/"
         );
         assert!(
@@ -461,7 +469,15 @@ mod tests {
         let mut uninstall = from("c1", "installationUpdate", "https://b/");
         uninstall.extra.insert("action".into(), json!("remove"));
         assert!(registrar.record(&uninstall).await.unwrap());
-        assert!(!registry.get("c1").await.unwrap().unwrap().status.is_active());
+        assert!(
+            !registry
+                .get("c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+                .is_active()
+        );
         assert!(
             registrar
                 .record(&from("c1", "message", "https://b/"))
@@ -469,7 +485,15 @@ mod tests {
                 .unwrap(),
             "a retired conversation's next message writes"
         );
-        assert!(registry.get("c1").await.unwrap().unwrap().status.is_active());
+        assert!(
+            registry
+                .get("c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+                .is_active()
+        );
 
         let typing = from("c2", "typing", "https://a/");
         assert!(
@@ -504,7 +528,15 @@ mod tests {
         let engine_side = registrar.forgetting_registry();
         assert!(engine_side.retire("c1", "404", Utc::now()).await.unwrap());
         assert!(registrar.record(&message).await.unwrap(), "written at once");
-        assert!(registry.get("c1").await.unwrap().unwrap().status.is_active());
+        assert!(
+            registry
+                .get("c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+                .is_active()
+        );
         assert!(engine_side.get("c1").await.unwrap().is_some());
     }
 

@@ -12,8 +12,8 @@ use proactive_bot::adapters::memory::{
 use proactive_bot::adapters::memory_registry::MemoryConversationRegistry;
 use proactive_bot::auth::AuthConfig;
 use proactive_bot::delivery::consumer::{QueueConsumer, consume, sqs_record};
-use proactive_bot::delivery::limits::LimitsConfig;
 use proactive_bot::delivery::engine::NOT_REGISTERED;
+use proactive_bot::delivery::limits::LimitsConfig;
 use proactive_bot::delivery::{
     Content, Decision, Delivered, DeliveryState, EngineConfig, Notification, NotificationId, Source,
 };
@@ -233,7 +233,9 @@ async fn a_conversation_the_connector_says_is_gone_is_retired_and_not_messaged_a
     ));
     let registration = f.services.registry.get("gone").await.unwrap().unwrap();
     match &registration.status {
-        Status::Retired { reason, .. } => assert!(reason.contains("ConversationNotFound"), "{reason}"),
+        Status::Retired { reason, .. } => {
+            assert!(reason.contains("ConversationNotFound"), "{reason}")
+        }
         other => panic!("{other:?}"),
     }
     // A producer that still holds the old reference: refused before any request.
@@ -244,7 +246,11 @@ async fn a_conversation_the_connector_says_is_gone_is_retired_and_not_messaged_a
         matches!(&stored.state, DeliveryState::Failed { reason, .. } if reason == NOT_REGISTERED),
         "{stored:?}"
     );
-    assert_eq!(f.connector.requests().len(), 1, "only the first was attempted");
+    assert_eq!(
+        f.connector.requests().len(),
+        1,
+        "only the first was attempted"
+    );
 }
 
 #[tokio::test]

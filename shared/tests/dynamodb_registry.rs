@@ -134,7 +134,11 @@ fn s<'a>(item: &'a HashMap<String, AttributeValue>, name: &str) -> &'a str {
 async fn seen_registers_a_conversation_in_one_update_with_every_attribute_and_its_ttl() {
     let f = fixture("reg-seen").await;
     let now = Utc::now();
-    let reference = reference("19:a@thread.v2", Some("tenant-1"), "https://smba.example/amer/");
+    let reference = reference(
+        "19:a@thread.v2",
+        Some("tenant-1"),
+        "https://smba.example/amer/",
+    );
     f.counter.reset();
     f.registry.seen(&reference, now).await.unwrap();
     assert_eq!(
@@ -160,7 +164,10 @@ async fn seen_registers_a_conversation_in_one_update_with_every_attribute_and_it
     );
     assert!(!item.contains_key("retiredAt") && !item.contains_key("reason"));
     let stored_reference: serde_json::Value = serde_json::from_str(s(&item, "reference")).unwrap();
-    assert_eq!(stored_reference["conversation"]["futureField"]["kept"], true);
+    assert_eq!(
+        stored_reference["conversation"]["futureField"]["kept"],
+        true
+    );
     assert_eq!(stored_reference["unmodelled"], 42);
 
     let stored = f.stored("19:a@thread.v2").await;
@@ -199,7 +206,10 @@ async fn seen_again_keeps_first_seen_and_follows_the_latest_service_url_and_user
         !item.contains_key("conversationType"),
         "an attribute the latest reference lacks is removed"
     );
-    assert_eq!(n(&item, "expiresAt"), (later + RETENTION.inactive).timestamp());
+    assert_eq!(
+        n(&item, "expiresAt"),
+        (later + RETENTION.inactive).timestamp()
+    );
 }
 
 #[tokio::test]
@@ -259,7 +269,10 @@ async fn retiring_an_unknown_or_already_retired_conversation_is_false_and_change
 
     let first_retirement = Utc::now() - Duration::minutes(1);
     f.registry
-        .seen(&reference("c1", None, "https://a.example/"), first_retirement)
+        .seen(
+            &reference("c1", None, "https://a.example/"),
+            first_retirement,
+        )
         .await
         .unwrap();
     assert!(
@@ -275,7 +288,11 @@ async fn retiring_an_unknown_or_already_retired_conversation_is_false_and_change
             .await
             .unwrap()
     );
-    assert_eq!(f.raw("c1").await.unwrap(), before, "the first retirement stands");
+    assert_eq!(
+        f.raw("c1").await.unwrap(),
+        before,
+        "the first retirement stands"
+    );
 }
 
 #[tokio::test]
@@ -304,7 +321,10 @@ async fn a_retired_conversation_that_talks_again_is_active_again_in_one_update()
     assert_eq!(stored.reference.service_url, "https://b.example/");
     let item = f.raw("c1").await.unwrap();
     assert!(!item.contains_key("retiredAt") && !item.contains_key("reason"));
-    assert_eq!(n(&item, "expiresAt"), (now + RETENTION.inactive).timestamp());
+    assert_eq!(
+        n(&item, "expiresAt"),
+        (now + RETENTION.inactive).timestamp()
+    );
     assert_eq!(f.list_all(Some("t1"), 10).await.0, vec!["c1".to_owned()]);
 }
 
@@ -341,8 +361,14 @@ async fn get_many_reads_more_than_a_hundred_ids_in_two_requests_and_leaves_out_m
     let mut found_ids: Vec<&str> = found.iter().map(|r| r.conversation_id()).collect();
     found_ids.sort();
     let expected: Vec<String> = (0..150).map(|i| format!("c{i:03}")).collect();
-    assert_eq!(found_ids, expected, "every registered one, once; retired ones too");
-    let retired = found.iter().find(|r| r.conversation_id() == "c007").unwrap();
+    assert_eq!(
+        found_ids, expected,
+        "every registered one, once; retired ones too"
+    );
+    let retired = found
+        .iter()
+        .find(|r| r.conversation_id() == "c007")
+        .unwrap();
     assert!(!retired.status.is_active());
     assert!(f.registry.get_many(&[]).await.unwrap().is_empty());
 }
@@ -381,8 +407,15 @@ async fn list_active_pages_through_every_active_conversation_by_tenant_then_id()
         all, expected_all,
         "all active ones, by tenant then id, conversations without a tenant last"
     );
-    assert_eq!(pages, 5, "18 in pages of 4: the last page says it is the last");
-    assert_eq!(f.counter.count("DynamoDB", "Query"), 5, "one Query per page");
+    assert_eq!(
+        pages, 5,
+        "18 in pages of 4: the last page says it is the last"
+    );
+    assert_eq!(
+        f.counter.count("DynamoDB", "Query"),
+        5,
+        "one Query per page"
+    );
     assert_eq!(f.counter.count("DynamoDB", "Scan"), 0);
 
     let t2: Vec<String> = expected_all
@@ -397,13 +430,14 @@ async fn list_active_pages_through_every_active_conversation_by_tenant_then_id()
     assert_eq!((listed, pages), (t2.clone(), 1), "exactly one full page");
     assert_eq!(f.list_all(Some("t2"), 1000).await.0, t2);
     assert_eq!(f.list_all(Some("t3"), 10).await, (vec![], 1));
-    let whole = f
-        .registry
-        .list_active(Some("t1"), None, 100)
-        .await
-        .unwrap();
+    let whole = f.registry.list_active(Some("t1"), None, 100).await.unwrap();
     assert!(whole.next.is_none());
-    assert!(whole.conversations.iter().all(|r| r.tenant_id() == Some("t1")));
+    assert!(
+        whole
+            .conversations
+            .iter()
+            .all(|r| r.tenant_id() == Some("t1"))
+    );
     assert_eq!(whole.conversations[0].reference.extra["unmodelled"], 42);
 }
 
@@ -436,7 +470,11 @@ async fn a_cursor_is_opaque_resumes_where_it_left_off_and_a_bad_one_is_refused()
     for i in 0..5 {
         f.registry
             .seen(
-                &reference(&format!("19:c{i};messageid=1"), Some("t1"), "https://a.example/"),
+                &reference(
+                    &format!("19:c{i};messageid=1"),
+                    Some("t1"),
+                    "https://a.example/",
+                ),
                 now,
             )
             .await
@@ -455,7 +493,11 @@ async fn a_cursor_is_opaque_resumes_where_it_left_off_and_a_bad_one_is_refused()
         .list_active(Some("t1"), Some(&cursor), 2)
         .await
         .unwrap();
-    let ids: Vec<&str> = second.conversations.iter().map(|r| r.conversation_id()).collect();
+    let ids: Vec<&str> = second
+        .conversations
+        .iter()
+        .map(|r| r.conversation_id())
+        .collect();
     assert_eq!(ids, vec!["19:c2;messageid=1", "19:c3;messageid=1"]);
     // The same cursor again reads the same page: it names a position, not a session.
     let again = f
@@ -488,11 +530,17 @@ async fn a_registration_past_its_expiry_reads_as_gone_before_the_ttl_deletes_it(
     let f = fixture("reg-expired").await;
     let long_ago = Utc::now() - RETENTION.inactive - Duration::days(1);
     f.registry
-        .seen(&reference("stale", Some("t1"), "https://a.example/"), long_ago)
+        .seen(
+            &reference("stale", Some("t1"), "https://a.example/"),
+            long_ago,
+        )
         .await
         .unwrap();
     f.registry
-        .seen(&reference("fresh", Some("t1"), "https://a.example/"), Utc::now())
+        .seen(
+            &reference("fresh", Some("t1"), "https://a.example/"),
+            Utc::now(),
+        )
         .await
         .unwrap();
     assert!(f.raw("stale").await.is_some(), "still stored");
@@ -507,13 +555,20 @@ async fn a_registration_past_its_expiry_reads_as_gone_before_the_ttl_deletes_it(
     assert_eq!(f.list_all(Some("t1"), 10).await.0, vec!["fresh".to_owned()]);
     // Retired long enough ago: gone too.
     f.registry
-        .retire("fresh", "uninstalled", Utc::now() - RETENTION.retired - Duration::hours(1))
+        .retire(
+            "fresh",
+            "uninstalled",
+            Utc::now() - RETENTION.retired - Duration::hours(1),
+        )
         .await
         .unwrap();
     assert!(f.registry.get("fresh").await.unwrap().is_none());
     // Talking again brings it back.
     f.registry
-        .seen(&reference("stale", Some("t1"), "https://a.example/"), Utc::now())
+        .seen(
+            &reference("stale", Some("t1"), "https://a.example/"),
+            Utc::now(),
+        )
         .await
         .unwrap();
     assert!(f.stored("stale").await.status.is_active());

@@ -231,7 +231,10 @@ async fn uninstalling_retires_the_conversation_unanswered_and_its_job_is_not_ann
     let number = job_number(&say(&bot, &connector, &a, "run").await);
 
     post_unanswered(&bot, &connector, &uninstall(&a)).await;
-    assert_eq!(retired_reason(&registration(&services, &a).await), "uninstalled");
+    assert_eq!(
+        retired_reason(&registration(&services, &a).await),
+        "uninstalled"
+    );
 
     let completing = say(&bot, &connector, &b, &format!("done {number}")).await;
     assert_eq!(completing.text(), format!("Completing job {number}."));
@@ -270,7 +273,10 @@ async fn removing_the_bot_retires_the_conversation_unanswered_and_its_job_is_not
     let number = job_number(&say(&bot, &connector, &a, "run").await);
 
     post_unanswered(&bot, &connector, &bot_removed(&a)).await;
-    assert_eq!(retired_reason(&registration(&services, &a).await), "bot removed");
+    assert_eq!(
+        retired_reason(&registration(&services, &a).await),
+        "bot removed"
+    );
     // Even an update that also adds someone: the bot is gone, nobody is welcomed.
     let c = Conversation::new("c|livechat", "user-c", &connector);
     let mut both = bot_removed(&c);
@@ -313,7 +319,10 @@ async fn a_gone_answer_retires_until_the_next_message(status: u16, code: &str) {
     ));
     complete_by_event(&bot, &job_system, first).await;
     let notification = settled_completion(&services, first).await;
-    assert!(failed_reason(&notification).contains(code), "{notification:?}");
+    assert!(
+        failed_reason(&notification).contains(code),
+        "{notification:?}"
+    );
     let reason = retired_reason(&registration(&services, &a).await).to_owned();
     assert!(reason.contains(code), "{reason}");
     assert!(reason.contains(&status.to_string()), "{reason}");
@@ -323,7 +332,11 @@ async fn a_gone_answer_retires_until_the_next_message(status: u16, code: &str) {
     let notification = settled_completion(&services, second).await;
     assert_eq!(failed_reason(&notification), NOT_REGISTERED);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(posts_to(&connector, &a), 1, "no second send to a gone conversation");
+    assert_eq!(
+        posts_to(&connector, &a),
+        1,
+        "no second send to a gone conversation"
+    );
 
     // The user talks again: active at once, and the next completion reaches them.
     let reply = say(&bot, &connector, &a, "hello").await;
@@ -363,7 +376,10 @@ async fn a_completion_goes_to_the_conversations_latest_service_url() {
     let a_after = Conversation::new("a|livechat", "user-a", &new);
     say(&bot, &new, &a_after, "hello").await;
     assert_eq!(
-        registration(&services, &a_after).await.reference.service_url,
+        registration(&services, &a_after)
+            .await
+            .reference
+            .service_url,
         new.service_url()
     );
 
@@ -375,7 +391,11 @@ async fn a_completion_goes_to_the_conversations_latest_service_url() {
     let sent = new.wait_for(2, WAIT).await;
     assert_eq!(sent[1].path, a_after.proactive_path());
     assert_eq!(sent[1].text(), format!("Job {number} is complete."));
-    assert_eq!(posts_to(&old, &a_before), 0, "nothing to the old serviceUrl");
+    assert_eq!(
+        posts_to(&old, &a_before),
+        0,
+        "nothing to the old serviceUrl"
+    );
     bot.stop().await.unwrap();
 }
 
@@ -404,7 +424,11 @@ async fn a_conversation_is_written_once_however_many_messages_but_on_every_lifec
         assert_eq!(post(&bot, &user_added(&a)).await.0, 200);
         // Replies go out during the turn, before the HTTP answer.
         assert!(connector.requests()[before].text().starts_with("Welcome"));
-        assert_eq!(counting.writes(), expected, "conversationUpdate always writes");
+        assert_eq!(
+            counting.writes(),
+            expected,
+            "conversationUpdate always writes"
+        );
     }
     post_unanswered(&bot, &connector, &install(&a)).await;
     assert_eq!(counting.writes(), 4, "installationUpdate always writes");
@@ -425,7 +449,11 @@ async fn a_registry_failure_is_logged_and_the_user_is_still_answered() {
     struct Broken;
     #[async_trait]
     impl ConversationRegistry for Broken {
-        async fn seen(&self, _: &ConversationReference, _: DateTime<Utc>) -> Result<(), RegistryError> {
+        async fn seen(
+            &self,
+            _: &ConversationReference,
+            _: DateTime<Utc>,
+        ) -> Result<(), RegistryError> {
             Err(RegistryError::Unavailable("down".into()))
         }
         async fn retire(&self, _: &str, _: &str, _: DateTime<Utc>) -> Result<bool, RegistryError> {
@@ -485,7 +513,10 @@ async fn the_lifecycle_on_dynamodb_costs_one_write_per_change() {
     counter.reset();
     post_unanswered(&bot, &connector, &uninstall(&a)).await;
     assert_eq!(updates(&counter), 1, "retired in one write");
-    assert_eq!(retired_reason(&registration(&services, &a).await), "uninstalled");
+    assert_eq!(
+        retired_reason(&registration(&services, &a).await),
+        "uninstalled"
+    );
     let listed = services.registry.list_active(None, None, 10).await.unwrap();
     assert!(listed.conversations.is_empty(), "{listed:?}");
 
@@ -511,7 +542,11 @@ async fn the_lifecycle_on_dynamodb_costs_one_write_per_change() {
     ));
     assert_eq!(posts_to(&connector, &a), 1);
     let listed = services.registry.list_active(None, None, 10).await.unwrap();
-    let mut ids: Vec<&str> = listed.conversations.iter().map(|r| r.conversation_id()).collect();
+    let mut ids: Vec<&str> = listed
+        .conversations
+        .iter()
+        .map(|r| r.conversation_id())
+        .collect();
     ids.sort();
     assert_eq!(ids, vec!["a|livechat", "b|livechat"]);
     bot.stop().await.unwrap();

@@ -316,10 +316,7 @@ impl ConversationRegistry for DynamoConversationRegistry {
             .expression_attribute_values(":active", string(attr::ACTIVE))
             .expression_attribute_values(":activePk", string(attr::ACTIVE_PARTITION))
             .expression_attribute_values(":activeSk", string(sort_key(reference)))
-            .expression_attribute_values(
-                ":expiresAt",
-                expires_at(now, self.retention.inactive),
-            );
+            .expression_attribute_values(":expiresAt", expires_at(now, self.retention.inactive));
         match reference.tenant_id() {
             Some(tenant) => {
                 set.push("#tenantId = :tenantId");
@@ -464,14 +461,12 @@ impl ConversationRegistry for DynamoConversationRegistry {
         let more = items.len() > limit || output.last_evaluated_key().is_some();
         let page = &items[..items.len().min(limit)];
         let next = match page.last() {
-            Some(last) if more => Some(cursor(
-                Attributes(last)
-                    .string(attr::ACTIVE_SK)
-                    .map_err(|detail| RegistryError::Corrupt {
-                        key: ACTIVE_INDEX.to_owned(),
-                        detail,
-                    })?,
-            )),
+            Some(last) if more => Some(cursor(Attributes(last).string(attr::ACTIVE_SK).map_err(
+                |detail| RegistryError::Corrupt {
+                    key: ACTIVE_INDEX.to_owned(),
+                    detail,
+                },
+            )?)),
             _ => None,
         };
         Ok(ActivePage {
@@ -506,7 +501,13 @@ mod tests {
         assert_eq!(start.get(attr::ACTIVE_SK), Some(&string(sort_key)));
         assert_eq!(start.get(attr::ACTIVE_PK), Some(&string("active")));
         assert!(start_key(&cursor(sort_key), None).is_ok());
-        for bad in ["", "!!", "not base64 at all", &cursor("no-separator"), &cursor("#c")] {
+        for bad in [
+            "",
+            "!!",
+            "not base64 at all",
+            &cursor("no-separator"),
+            &cursor("#c"),
+        ] {
             assert!(
                 matches!(start_key(bad, None), Err(RegistryError::BadCursor(_))),
                 "{bad:?}"
