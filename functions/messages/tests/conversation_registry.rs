@@ -170,6 +170,14 @@ async fn settled_completion(services: &Services, number: u32) -> Notification {
     }
 }
 
+async fn assert_sent(services: &Services, number: u32) {
+    let notification = settled_completion(services, number).await;
+    assert!(
+        matches!(notification.state, DeliveryState::Sent { .. }),
+        "{notification:?}"
+    );
+}
+
 fn failed_reason(notification: &Notification) -> &str {
     match &notification.state {
         DeliveryState::Failed { reason, .. } => reason,
@@ -256,10 +264,7 @@ async fn uninstalling_retires_the_conversation_unanswered_and_its_job_is_not_ann
     assert!(registration(&services, &a).await.status.is_active());
     let again = job_number(&say(&bot, &connector, &a, "run").await);
     say(&bot, &connector, &b, &format!("done {again}")).await;
-    assert!(matches!(
-        settled_completion(&services, again).await.state,
-        DeliveryState::Sent { .. }
-    ));
+    assert_sent(&services, again).await;
     assert_eq!(posts_to(&connector, &a), 1);
     bot.stop().await.unwrap();
 }
@@ -344,10 +349,7 @@ async fn a_gone_answer_retires_until_the_next_message(status: u16, code: &str) {
     assert!(registration(&services, &a).await.status.is_active());
     let third = job_number(&say(&bot, &connector, &a, "run").await);
     complete_by_event(&bot, &job_system, third).await;
-    assert!(matches!(
-        settled_completion(&services, third).await.state,
-        DeliveryState::Sent { .. }
-    ));
+    assert_sent(&services, third).await;
     assert_eq!(posts_to(&connector, &a), 2);
     bot.stop().await.unwrap();
 }
@@ -384,10 +386,7 @@ async fn a_completion_goes_to_the_conversations_latest_service_url() {
     );
 
     complete_by_event(&bot, &job_system, number).await;
-    assert!(matches!(
-        settled_completion(&services, number).await.state,
-        DeliveryState::Sent { .. }
-    ));
+    assert_sent(&services, number).await;
     let sent = new.wait_for(2, WAIT).await;
     assert_eq!(sent[1].path, a_after.proactive_path());
     assert_eq!(sent[1].text(), format!("Job {number} is complete."));
@@ -536,10 +535,7 @@ async fn the_lifecycle_on_dynamodb_costs_one_write_per_change() {
     assert!(revived.first_seen < revived.last_seen, "first seen kept");
     let again = job_number(&say(&bot, &connector, &a, "run").await);
     say(&bot, &connector, &b, &format!("done {again}")).await;
-    assert!(matches!(
-        settled_completion(&services, again).await.state,
-        DeliveryState::Sent { .. }
-    ));
+    assert_sent(&services, again).await;
     assert_eq!(posts_to(&connector, &a), 1);
     let listed = services.registry.list_active(None, None, 10).await.unwrap();
     let mut ids: Vec<&str> = listed
