@@ -492,7 +492,7 @@ impl NotificationStore for DynamoDeliveryStore {
         output.item().map(Notification::try_from).transpose()
     }
 
-    /// One BatchGetItem per 100 distinct ids ([`batch_get`](super::item::batch_get)).
+    /// One BatchGetItem per 100 distinct ids; unprocessed keys are asked for again.
     async fn get_many(&self, ids: &[NotificationId]) -> Result<Vec<Notification>, StoreError> {
         // BatchGetItem refuses a request that names a key twice.
         let mut distinct: Vec<&NotificationId> = ids.iter().collect();

@@ -407,7 +407,7 @@ impl ConversationRegistry for DynamoConversationRegistry {
         Ok(live(output.item().map(std::slice::from_ref).unwrap_or_default())?.pop())
     }
 
-    /// One BatchGetItem per 100 distinct ids ([`batch_get`]).
+    /// One BatchGetItem per 100 distinct ids; unprocessed keys are asked for again.
     async fn get_many(
         &self,
         conversation_ids: &[String],
