@@ -2,6 +2,8 @@
 //!
 //! | input | behaviour |
 //! |---|---|
+//! | every activity | first, its conversation is registered ([`Registrar`]): only registered, active conversations can be notified |
+//! | installationUpdate remove, conversationUpdate removing the bot | the conversation is retired; no reply |
 //! | conversationUpdate, members added (not the bot) | [`Bot::welcome`] |
 //! | `run` / `run job` | [`Bot::run_job`] |
 //! | `show` / `show jobs` | [`Bot::show_jobs`] |
@@ -25,6 +27,7 @@ use crate::delivery::{
     Content, DeliveryState, Notification, NotificationId, Notifier, NotifyError, Source,
 };
 use crate::jobs::{CompleteOutcome, Job, JobNumber, JobStatus, JobStore, StoreError};
+use crate::registry::{Observation, Registrar, observe};
 use crate::reminders::service::ReminderCommand;
 use crate::reminders::{ReminderError, Reminders};
 use crate::schema::{Activity, ConversationReference, activity_types};
@@ -130,6 +133,7 @@ pub struct Bot {
     notifier: Arc<Notifier>,
     connector: ConnectorClient,
     reminders: Option<Arc<Reminders>>,
+    registrar: Option<Registrar>,
 }
 
 impl Bot {
@@ -143,6 +147,7 @@ impl Bot {
             notifier,
             connector,
             reminders: None,
+            registrar: None,
         }
     }
 
@@ -152,9 +157,20 @@ impl Bot {
         self
     }
 
+    /// Registers the conversation of every activity through `registrar` (without one, as in
+    /// unit tests of the conversation alone, nothing is registered).
+    pub fn with_registrar(mut self, registrar: Registrar) -> Self {
+        self.registrar = Some(registrar);
+        self
+    }
+
     /// Handles one validated incoming activity. Errors inside the turn are logged and the user
     /// is told something went wrong; only a failure to tell them is returned.
     pub async fn on_turn(&self, activity: &Activity) -> Result<(), TurnError> {
+        if let Observation::Gone(_) = self.register(activity).await {
+            // Uninstalled or removed: there is no one left to answer.
+            return Ok(());
+        }
         let Err(error) = self.dispatch(activity).await else {
             return Ok(());
         };
@@ -172,6 +188,23 @@ impl Bot {
         }
         self.reply(activity, Activity::message(SORRY_TEXT)).await?;
         Ok(())
+    }
+
+    /// Records what `activity` says about its conversation. A registry failure is logged and
+    /// the turn goes on: the user still gets an answer, and the next activity writes again.
+    async fn register(&self, activity: &Activity) -> Observation {
+        let observation = observe(activity);
+        if let Some(registrar) = &self.registrar
+            && let Err(error) = registrar.record(activity).await
+        {
+            tracing::warn!(
+                error = %error,
+                activity_type = %activity.kind,
+                conversation = activity.conversation_id().unwrap_or_default(),
+                "could not register the conversation; the turn goes on"
+            );
+        }
+        observation
     }
 
     async fn dispatch(&self, activity: &Activity) -> Result<(), TurnError> {

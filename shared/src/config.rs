@@ -16,6 +16,8 @@
 //! | `RATE_LIMIT_MARGIN_MS` | added to every window for network jitter | 50 |
 //! | `JOB_RETENTION_DAYS` | how long finished jobs are kept (DynamoDB TTL) | 30 |
 //! | `NOTIFY_API_KEY` | local runner: the key `/api/notify` requires (`Authorization: Bearer …`); unset: every notify call refused. Inside Lambda the route uses IAM | unset |
+//! | `REGISTRY_INACTIVE_DAYS` | how long a registered conversation is kept after its last activity (DynamoDB TTL) | 365 |
+//! | `REGISTRY_RETIRED_DAYS` | how long a retired conversation is kept (DynamoDB TTL) | 30 |
 //! | `MicrosoftAppPasswordSecretArn` | Secrets Manager secret holding the app password, read at start | unset |
 //! | `REMINDERS_SCHEDULER` | `eventbridge` or `local` (an in-process timer: `cargo run`, the local AWS mode) | `local` in memory, `eventbridge` on AWS |
 //! | `REMINDERS_SCHEDULE_GROUP` | EventBridge Scheduler group of the reminders' one-time schedules | required for `eventbridge` |
@@ -26,6 +28,7 @@
 use crate::adapters::eventbridge::EventBridgeTarget;
 use crate::auth::AuthConfig;
 use crate::delivery::limits::{ChannelLimits, LimitsConfig};
+use crate::registry::RegistryRetention;
 
 /// Where jobs and completions live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +108,8 @@ pub struct Settings {
     pub max_receives: u32,
     pub limits: LimitsConfig,
     pub job_retention_days: u32,
+    /// How long registered conversations are kept: inactive ones, retired ones.
+    pub registry_retention: RegistryRetention,
     pub app_password_secret_arn: Option<String>,
     /// The local runner's key for the notify API (`NOTIFY_API_KEY`); inside Lambda the API
     /// uses IAM instead.
@@ -222,19 +227,22 @@ impl Settings {
                     .insert(channel.to_owned(), limits_from(name, value)?);
             }
         }
-        let job_retention_days = match get("JOB_RETENTION_DAYS") {
-            None => 30,
-            Some(value) => {
-                value
-                    .parse()
-                    .ok()
-                    .filter(|days| *days > 0)
-                    .ok_or(ConfigError::Invalid {
-                        name: "JOB_RETENTION_DAYS",
-                        expected: "a positive number of days",
-                        value,
-                    })?
-            }
+        let days = |name: &'static str, default: u32| match get(name) {
+            None => Ok(default),
+            Some(value) => value
+                .parse::<u32>()
+                .ok()
+                .filter(|days| (1..=36_500).contains(days))
+                .ok_or(ConfigError::Invalid {
+                    name,
+                    expected: "a number of days from 1 to 36500",
+                    value,
+                }),
+        };
+        let job_retention_days = days("JOB_RETENTION_DAYS", 30)?;
+        let registry_retention = RegistryRetention {
+            inactive: chrono::Duration::days(days("REGISTRY_INACTIVE_DAYS", 365)?.into()),
+            retired: chrono::Duration::days(days("REGISTRY_RETIRED_DAYS", 30)?.into()),
         };
         let reminders = reminder_scheduling(&get, &backend)?;
         Ok(Settings {
@@ -243,6 +251,7 @@ impl Settings {
             max_receives,
             limits,
             job_retention_days,
+            registry_retention,
             app_password_secret_arn: get("MicrosoftAppPasswordSecretArn"),
             notify_api_key: get("NOTIFY_API_KEY").map(Secret),
             auth: AuthConfig::from_lookup(&lookup)?,
@@ -316,6 +325,28 @@ mod tests {
         assert_eq!(s.backend, Backend::Memory);
         assert_eq!(s.job_retention_days, 30);
         assert_eq!(s.reminders, ReminderScheduling::Local);
+        assert_eq!(s.registry_retention, RegistryRetention::default());
+        assert_eq!(s.registry_retention.inactive, chrono::Duration::days(365));
+        assert_eq!(s.registry_retention.retired, chrono::Duration::days(30));
+    }
+
+    #[test]
+    fn registry_retention_is_configurable() {
+        let s = settings(&[
+            ("REGISTRY_INACTIVE_DAYS", "90"),
+            ("REGISTRY_RETIRED_DAYS", "7"),
+        ])
+        .unwrap();
+        assert_eq!(s.registry_retention.inactive, chrono::Duration::days(90));
+        assert_eq!(s.registry_retention.retired, chrono::Duration::days(7));
+        for (name, value) in [
+            ("REGISTRY_INACTIVE_DAYS", "0"),
+            ("REGISTRY_RETIRED_DAYS", "-1"),
+            ("REGISTRY_RETIRED_DAYS", "a month"),
+        ] {
+            let error = settings(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(name), "{error}");
+        }
     }
 
     #[test]

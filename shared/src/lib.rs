@@ -6,6 +6,8 @@
 //! - [`auth`]: channel → bot token validation, bot → Connector tokens, the serviceUrl allowlist.
 //! - [`jobs`]: the job model and its port, [`jobs::JobStore`]: one producer of notifications.
 //! - [`delivery`]: the engine every proactive message goes through, and its ports.
+//! - [`registry`]: the conversations that talked to the bot; only active ones can be notified.
+//! - [`notify`]: the notify API and broadcasts, a producer of notifications.
 //! - [`reminders`]: `remind me in 10 minutes to …`, a producer of notifications, and its ports.
 //! - [`adapters`]: in-memory, DynamoDB, SQS and EventBridge Scheduler implementations of
 //!   those ports.

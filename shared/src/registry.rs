@@ -20,7 +20,7 @@
 //! serviceUrl and status.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -97,6 +97,10 @@ pub enum RegistryError {
     /// A bounded in-memory registry is full of active conversations.
     #[error("conversation registry full: {0}")]
     Full(String),
+    /// `list_active` was given a cursor this registry did not return (or one of another
+    /// tenant's listing): the caller's mistake, not the store's.
+    #[error("not a cursor of this listing: {0}")]
+    BadCursor(String),
 }
 
 /// A page of active conversations.
@@ -138,10 +142,13 @@ impl Default for RegistryRetention {
 ///   exist, in any order (up to 100 ids per backend request).
 /// - `list_active` pages through the **active** conversations, optionally of one tenant, in a
 ///   stable order (tenant, then conversation id), `limit` at most per page, resuming after
-///   the cursor `after` a previous page returned. It reads an index, never the whole store at
-///   once; on DynamoDB the index is eventually consistent, so a conversation registered or
-///   retired a moment ago may be missing or still listed.
-/// - Expiry follows [`RegistryRetention`], counted from each write.
+///   the cursor `after` a previous page returned (anything else: `BadCursor`, never a panic).
+///   It reads an index, never the whole store at once; on DynamoDB the index is eventually
+///   consistent, so a conversation registered or retired a moment ago may be missing or still
+///   listed.
+/// - Expiry follows [`RegistryRetention`], counted from each write; a record past its expiry
+///   reads as absent even before the store deletes it. (The in-memory adapter, which loses
+///   everything on exit anyway, is bounded in size instead.)
 #[async_trait]
 pub trait ConversationRegistry: Send + Sync {
     async fn seen(
@@ -180,7 +187,7 @@ pub enum Observation {
 /// Reads what `activity` says about its conversation.
 pub fn observe(activity: &Activity) -> Observation {
     match activity.kind.as_str() {
-        "installationUpdate" => {
+        activity_types::INSTALLATION_UPDATE => {
             let action = activity
                 .extra
                 .get("action")
@@ -214,31 +221,47 @@ pub const DEFAULT_REFRESH: Duration = Duration::from_secs(10 * 60);
 /// How many conversations a process remembers having written; beyond, the memory is cleared.
 const REMEMBERED: usize = 10_000;
 
+/// What a registrar remembers: per conversation, the serviceUrl it wrote and when.
+type Written = Arc<Mutex<HashMap<String, (String, Instant)>>>;
+
 /// The bot's side of the registry: one write per accepted activity at most.
 ///
 /// A message from a conversation this process wrote less than `refresh` ago, with the same
 /// serviceUrl, writes nothing: last seen is then up to `refresh` old, which the inactivity
 /// retention (months) does not notice. Lifecycle activities (conversationUpdate,
 /// installationUpdate) always write, so adding the bot back revives a retired conversation at
-/// once; a conversation retired by the delivery engine in another process is revived by its
-/// next message at most `refresh` later.
+/// once. A conversation the delivery engine retires (a 403 or 404 from the Connector) through
+/// [`Registrar::forgetting_registry`] — in the same process, as in the local runner — is
+/// forgotten here, so its next message revives it at once; retired by an engine in another
+/// process (the delivery function, on AWS), it is revived by its next message at most
+/// `refresh` after this process last wrote it.
 pub struct Registrar {
-    registry: std::sync::Arc<dyn ConversationRegistry>,
+    registry: Arc<dyn ConversationRegistry>,
     refresh: Duration,
-    written: Mutex<HashMap<String, (String, Instant)>>,
+    written: Written,
 }
 
 impl Registrar {
-    pub fn new(registry: std::sync::Arc<dyn ConversationRegistry>, refresh: Duration) -> Self {
+    pub fn new(registry: Arc<dyn ConversationRegistry>, refresh: Duration) -> Self {
         Registrar {
             registry,
             refresh,
-            written: Mutex::new(HashMap::new()),
+            written: Arc::default(),
         }
     }
 
-    pub fn registry(&self) -> &std::sync::Arc<dyn ConversationRegistry> {
+    pub fn registry(&self) -> &Arc<dyn ConversationRegistry> {
         &self.registry
+    }
+
+    /// The registry, for the delivery engine of this process: every retirement made through it
+    /// also makes this registrar forget the conversation, so the conversation's next message
+    /// is written — and revives it — at once.
+    pub fn forgetting_registry(&self) -> Arc<dyn ConversationRegistry> {
+        Arc::new(Forgetting {
+            inner: self.registry.clone(),
+            written: self.written.clone(),
+        })
     }
 
     /// Records what `activity` says about its conversation. Returns whether it wrote.
@@ -256,7 +279,12 @@ impl Registrar {
             }
             Observation::Seen => {
                 let reference = ConversationReference::from_incoming(activity);
-                let lifecycle = activity.kind != activity_types::MESSAGE;
+                // Typing indicators, events, invokes… skip like messages: only the activities
+                // that change the bot's membership must always reach the store.
+                let lifecycle = matches!(
+                    activity.kind.as_str(),
+                    activity_types::CONVERSATION_UPDATE | activity_types::INSTALLATION_UPDATE
+                );
                 if !lifecycle && self.written_recently(conversation, &reference.service_url) {
                     return Ok(false);
                 }
@@ -286,10 +314,61 @@ impl Registrar {
     }
 
     fn forget(&self, conversation: &str) {
-        self.written
-            .lock()
-            .expect("registrar lock")
-            .remove(conversation);
+        forget(&self.written, conversation);
+    }
+}
+
+fn forget(written: &Written, conversation: &str) {
+    written.lock().expect("registrar lock").remove(conversation);
+}
+
+/// A registry whose retirements a [`Registrar`] hears of.
+struct Forgetting {
+    inner: Arc<dyn ConversationRegistry>,
+    written: Written,
+}
+
+#[async_trait]
+impl ConversationRegistry for Forgetting {
+    async fn seen(
+        &self,
+        reference: &ConversationReference,
+        now: DateTime<Utc>,
+    ) -> Result<(), RegistryError> {
+        self.inner.seen(reference, now).await
+    }
+
+    async fn retire(
+        &self,
+        conversation_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RegistryError> {
+        let retired = self.inner.retire(conversation_id, reason, now).await;
+        // After the write, so a message arriving meanwhile cannot be remembered past it; and
+        // even if the write failed: the next message then writes, which is harmless.
+        forget(&self.written, conversation_id);
+        retired
+    }
+
+    async fn get(&self, conversation_id: &str) -> Result<Option<Registration>, RegistryError> {
+        self.inner.get(conversation_id).await
+    }
+
+    async fn get_many(
+        &self,
+        conversation_ids: &[String],
+    ) -> Result<Vec<Registration>, RegistryError> {
+        self.inner.get_many(conversation_ids).await
+    }
+
+    async fn list_active(
+        &self,
+        tenant: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<ActivePage, RegistryError> {
+        self.inner.list_active(tenant, after, limit).await
     }
 }
 
@@ -335,6 +414,130 @@ mod tests {
         let user_left = json!({"type": "conversationUpdate", "recipient": {"id": "bot"},
             "membersRemoved": [{"id": "user"}]});
         assert_eq!(observe(&activity(user_left)), Observation::Seen);
+    }
+
+    fn from(conversation: &str, kind: &str, service_url: &str) -> Activity {
+        activity(json!({
+            "type": kind, "text": "hi", "serviceUrl": service_url, "channelId": "msteams",
+            "from": {"id": "user"}, "recipient": {"id": "bot"},
+            "conversation": {"id": conversation},
+        }))
+    }
+
+    #[tokio::test]
+    async fn the_registrar_writes_once_per_conversation_unless_something_changed() {
+        let registry: Arc<dyn ConversationRegistry> =
+            Arc::new(crate::adapters::memory_registry::MemoryConversationRegistry::new());
+        let registrar = Registrar::new(registry.clone(), DEFAULT_REFRESH);
+        let message = from("c1", "message", "https://a/");
+        assert!(registrar.record(&message).await.unwrap(), "first message");
+        assert!(
+            !registrar.record(&message).await.unwrap(),
+            "nothing changed"
+        );
+        assert!(
+            registrar
+                .record(&from("c2", "message", "https://a/"))
+                .await
+                .unwrap(),
+            "another conversation"
+        );
+        assert!(
+            registrar
+                .record(&from("c1", "message", "https://b/"))
+                .await
+                .unwrap(),
+            "a new serviceUrl"
+        );
+        assert_eq!(
+            registry
+                .get("c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .reference
+                .service_url,
+            "https://b/"
+        );
+        assert!(
+            registrar
+                .record(&from("c1", "conversationUpdate", "https://b/"))
+                .await
+                .unwrap(),
+            "lifecycle activities always write"
+        );
+        let mut uninstall = from("c1", "installationUpdate", "https://b/");
+        uninstall.extra.insert("action".into(), json!("remove"));
+        assert!(registrar.record(&uninstall).await.unwrap());
+        assert!(
+            !registry
+                .get("c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+                .is_active()
+        );
+        assert!(
+            registrar
+                .record(&from("c1", "message", "https://b/"))
+                .await
+                .unwrap(),
+            "a retired conversation's next message writes"
+        );
+        assert!(
+            registry
+                .get("c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+                .is_active()
+        );
+
+        let typing = from("c2", "typing", "https://a/");
+        assert!(
+            !registrar.record(&typing).await.unwrap(),
+            "a typing indicator in a conversation written moments ago writes nothing"
+        );
+        let no_conversation = activity(json!({"type": "message", "text": "hi"}));
+        assert!(!registrar.record(&no_conversation).await.unwrap());
+        assert_eq!(
+            Registrar::new(registry.clone(), Duration::ZERO)
+                .record(&message)
+                .await
+                .ok(),
+            Some(true),
+            "a zero refresh writes every time"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_retirement_through_the_forgetting_registry_lets_the_next_message_revive() {
+        let registry: Arc<dyn ConversationRegistry> =
+            Arc::new(crate::adapters::memory_registry::MemoryConversationRegistry::new());
+        let registrar = Registrar::new(registry.clone(), DEFAULT_REFRESH);
+        let message = from("c1", "message", "https://a/");
+        registrar.record(&message).await.unwrap();
+        // The engine of another process: the registrar cannot know, and skips.
+        registry.retire("c1", "404", Utc::now()).await.unwrap();
+        assert!(!registrar.record(&message).await.unwrap());
+        registrar.forget("c1");
+        registrar.record(&message).await.unwrap();
+        // The engine of this process.
+        let engine_side = registrar.forgetting_registry();
+        assert!(engine_side.retire("c1", "404", Utc::now()).await.unwrap());
+        assert!(registrar.record(&message).await.unwrap(), "written at once");
+        assert!(
+            registry
+                .get("c1")
+                .await
+                .unwrap()
+                .unwrap()
+                .status
+                .is_active()
+        );
+        assert!(engine_side.get("c1").await.unwrap().is_some());
     }
 
     #[test]

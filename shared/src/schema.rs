@@ -13,6 +13,7 @@ pub mod activity_types {
     pub const MESSAGE: &str = "message";
     pub const CONVERSATION_UPDATE: &str = "conversationUpdate";
     pub const EVENT: &str = "event";
+    pub const INSTALLATION_UPDATE: &str = "installationUpdate";
 }
 
 /// A user or bot on a channel.

@@ -1,14 +1,16 @@
 //! Builds every client once, from [`Settings`], for the two Lambda functions and the local
-//! runner: the stores and queue of the chosen [`Backend`], the Connector client with the bot's
-//! credentials and serviceUrl policy, the channel authenticator, the bot, the notifier and the
-//! delivery engine, and reminders (their store, and a scheduler: an in-process timer, or
-//! EventBridge Scheduler on AWS).
+//! runner: the stores, registry and queue of the chosen [`Backend`], the Connector client with
+//! the bot's credentials and serviceUrl policy, the channel authenticator, the bot (which
+//! registers every conversation that talks to it), the notifier, the delivery engine (which
+//! delivers only to registered, active conversations), the notify API, and reminders (their
+//! store, and a scheduler: an in-process timer, or EventBridge Scheduler on AWS).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::adapters::dynamodb::DynamoJobStore;
 use crate::adapters::dynamodb_delivery::DynamoDeliveryStore;
+use crate::adapters::dynamodb_registry::DynamoConversationRegistry;
 use crate::adapters::dynamodb_reminders::DynamoReminderStore;
 use crate::adapters::eventbridge::EventBridgeScheduler;
 use crate::adapters::local_reminders::{LocalTimer, MemoryReminderStore};
@@ -30,7 +32,7 @@ use crate::delivery::{
 use crate::jobs::JobStore;
 use crate::notify::api::NotifyAuth;
 use crate::notify::{BroadcastTask, FanOutConfig, NotifyService, RequestStore};
-use crate::registry::ConversationRegistry;
+use crate::registry::{ConversationRegistry, DEFAULT_REFRESH, Registrar, RegistryRetention};
 use crate::reminders::{ReminderScheduler, ReminderStore, Reminders};
 
 /// How long a message the in-memory queue handed out stays invisible unless the engine says
@@ -46,10 +48,12 @@ pub struct Services {
     pub policy: Arc<dyn ServiceUrlPolicy>,
     pub jobs: Arc<dyn JobStore>,
     pub notifications: Arc<dyn NotificationStore>,
+    /// The conversations that talked to the bot: the bot records them, the engine delivers
+    /// only to the active ones.
+    pub registry: Arc<dyn ConversationRegistry>,
     /// The delivery queue: producers enqueue; the local runner consumes it as Lambda's event
     /// source mapping would, and the delivery function applies decisions to it.
     pub queue: Arc<dyn DeliveryQueue>,
-    pub registry: Arc<dyn ConversationRegistry>,
     /// The notify API's producer (named conversations and broadcasts).
     pub notify: Arc<NotifyService>,
     /// Who may call the notify API: IAM inside Lambda, `NOTIFY_API_KEY` locally.
@@ -63,8 +67,8 @@ pub struct Ports {
     pub jobs: Arc<dyn JobStore>,
     pub notifications: Arc<dyn NotificationStore>,
     pub limits: Arc<dyn RateLimitStore>,
-    pub queue: Arc<dyn DeliveryQueue>,
     pub registry: Arc<dyn ConversationRegistry>,
+    pub queue: Arc<dyn DeliveryQueue>,
     pub requests: Arc<dyn RequestStore>,
     pub reminders: ReminderPorts,
 }
@@ -100,14 +104,17 @@ impl Ports {
         }
     }
 
-    /// DynamoDB and SQS, through `aws`. Reminders are kept in the delivery table and fired by
-    /// an in-process timer onto the SQS queue; [`Services::build`] replaces the timer with
-    /// EventBridge Scheduler when the settings say so ([`Ports::with_scheduler`]).
+    /// DynamoDB and SQS, through `aws`: finished jobs and notifications are kept for
+    /// `retention`, registered conversations for `registry_retention`. Reminders are kept in
+    /// the delivery table and fired by an in-process timer onto the SQS queue;
+    /// [`Services::build`] replaces the timer with EventBridge Scheduler when the settings say
+    /// so ([`Ports::with_scheduler`]).
     pub fn aws(
         dynamodb: aws_sdk_dynamodb::Client,
         sqs: aws_sdk_sqs::Client,
         backend: &Backend,
         retention: chrono::Duration,
+        registry_retention: RegistryRetention,
     ) -> Option<Ports> {
         let Backend::Aws {
             jobs_table,
@@ -122,6 +129,11 @@ impl Ports {
             dynamodb.clone(),
             delivery_table.clone(),
             retention,
+        ));
+        let registry = Arc::new(DynamoConversationRegistry::new(
+            dynamodb.clone(),
+            delivery_table.clone(),
+            registry_retention,
         ));
         let queue = Arc::new(SqsQueue::new(
             sqs,
@@ -139,8 +151,7 @@ impl Ports {
             jobs: Arc::new(DynamoJobStore::new(dynamodb, jobs_table.clone(), retention)),
             notifications: delivery.clone(),
             limits: delivery.clone(),
-            // TODO(registry branch): the DynamoDB registry.
-            registry: Arc::new(MemoryConversationRegistry::new()),
+            registry,
             requests: delivery,
             queue,
         })
@@ -177,6 +188,7 @@ impl Services {
                 aws_sdk_sqs::Client::new(aws),
                 &settings.backend,
                 retention,
+                settings.registry_retention,
             )
             .expect("the AWS backend has its ports"),
             _ => {
@@ -265,9 +277,14 @@ impl Services {
             ports.reminders.scheduler,
             notifier.clone(),
         ));
+        let registrar = Registrar::new(ports.registry.clone(), DEFAULT_REFRESH);
+        // The engine's retirements reach the registrar of this process (the local runner), so
+        // a conversation retired after a 403/404 is revived by its very next message.
+        let engine_registry = registrar.forgetting_registry();
         let bot = Arc::new(
             Bot::new(ports.jobs.clone(), notifier.clone(), connector.clone())
-                .with_reminders(reminders.clone()),
+                .with_reminders(reminders.clone())
+                .with_registrar(registrar),
         );
         let queue: Arc<dyn crate::delivery::NotificationQueue> = ports.queue.clone();
         let notify = Arc::new(NotifyService::new(
@@ -284,7 +301,7 @@ impl Services {
                 connector,
                 engine,
             )
-            .with_registry(ports.registry.clone())
+            .with_registry(engine_registry)
             .with_task(Arc::new(BroadcastTask::new(notify.clone()))),
         );
         Ok(Services {
@@ -295,8 +312,8 @@ impl Services {
             policy: auth.policy,
             jobs: ports.jobs,
             notifications: ports.notifications,
-            queue: ports.queue,
             registry: ports.registry,
+            queue: ports.queue,
             notify,
             notify_auth: NotifyAuth::Closed,
             reminders,

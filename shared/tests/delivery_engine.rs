@@ -9,12 +9,15 @@ use chrono::Utc;
 use proactive_bot::adapters::memory::{
     MemoryJobStore, MemoryNotificationStore, MemoryQueue, MemoryRateLimitStore,
 };
+use proactive_bot::adapters::memory_registry::MemoryConversationRegistry;
 use proactive_bot::auth::AuthConfig;
 use proactive_bot::delivery::consumer::{QueueConsumer, consume, sqs_record};
+use proactive_bot::delivery::engine::NOT_REGISTERED;
 use proactive_bot::delivery::limits::LimitsConfig;
 use proactive_bot::delivery::{
     Content, Decision, Delivered, DeliveryState, EngineConfig, Notification, NotificationId, Source,
 };
+use proactive_bot::registry::Status;
 use proactive_bot::schema::ConversationReference;
 use proactive_bot::testing::connector::{ConnectorStandIn, ScriptedResponse};
 use proactive_bot::wiring::{Ports, ReminderPorts, Services};
@@ -53,7 +56,9 @@ async fn fixture(options: Options) -> Fixture {
         jobs: Arc::new(MemoryJobStore::new()),
         notifications: Arc::new(MemoryNotificationStore::new()),
         limits: Arc::new(MemoryRateLimitStore::new()),
+        registry: Arc::new(MemoryConversationRegistry::new()),
         queue: queue.clone(),
+        requests: Arc::new(proactive_bot::adapters::memory_requests::MemoryRequestStore::new()),
         reminders: ReminderPorts::in_memory(queue.clone()),
     };
     let services = Services::with_limits(
@@ -101,13 +106,18 @@ impl Fixture {
     }
 
     async fn notify(&self, id: &str, conversation: &str) -> NotificationId {
-        let notification = self.notification(id, conversation);
+        self.submit(self.notification(id, conversation)).await.id
+    }
+
+    /// Registers the notification's conversation at its target (the engine delivers only to
+    /// registered conversations, at the reference registered), then hands it to the engine.
+    async fn submit(&self, notification: Notification) -> Notification {
         self.services
-            .notifier
-            .notify(notification)
+            .registry
+            .seen(&notification.target, Utc::now())
             .await
-            .unwrap()
-            .id
+            .unwrap();
+        self.services.notifier.notify(notification).await.unwrap()
     }
 
     async fn stored(&self, id: &NotificationId) -> Notification {
@@ -197,6 +207,73 @@ async fn every_permanent_answer_fails_the_notification_at_once_with_its_reason()
 }
 
 #[tokio::test]
+async fn a_conversation_that_never_talked_to_the_bot_is_not_messaged() {
+    let f = fixture(Options::default()).await;
+    let notification = f.notification("unregistered", "stranger");
+    let id = f.services.notifier.notify(notification).await.unwrap().id;
+    let stored = f.settled(&id).await;
+    assert!(
+        matches!(&stored.state, DeliveryState::Failed { reason, .. } if reason == NOT_REGISTERED),
+        "{stored:?}"
+    );
+    assert!(f.connector.requests().is_empty(), "nothing sent");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(f.queue.is_empty() && f.queue.dead_letters().is_empty());
+}
+
+#[tokio::test]
+async fn a_conversation_the_connector_says_is_gone_is_retired_and_not_messaged_again() {
+    let f = fixture(Options::default()).await;
+    f.connector.script(ScriptedResponse::status(
+        404,
+        Some(&error_body("ConversationNotFound")),
+    ));
+    let id = f.notify("first", "gone").await;
+    assert!(matches!(
+        f.settled(&id).await.state,
+        DeliveryState::Failed { .. }
+    ));
+    let registration = f.services.registry.get("gone").await.unwrap().unwrap();
+    match &registration.status {
+        Status::Retired { reason, .. } => {
+            assert!(reason.contains("ConversationNotFound"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A producer that still holds the old reference: refused before any request.
+    let second = f.notification("second", "gone");
+    let id = f.services.notifier.notify(second).await.unwrap().id;
+    let stored = f.settled(&id).await;
+    assert!(
+        matches!(&stored.state, DeliveryState::Failed { reason, .. } if reason == NOT_REGISTERED),
+        "{stored:?}"
+    );
+    assert_eq!(
+        f.connector.requests().len(),
+        1,
+        "only the first was attempted"
+    );
+}
+
+#[tokio::test]
+async fn the_registered_reference_is_used_not_the_one_the_notification_was_made_with() {
+    let f = fixture(Options::default()).await;
+    f.services
+        .registry
+        .seen(&f.reference("moved"), Utc::now())
+        .await
+        .unwrap();
+    let mut notification = f.notification("stale-reference", "moved");
+    notification.target.service_url = "http://127.0.0.1:9/old/".into();
+    let id = f.services.notifier.notify(notification).await.unwrap().id;
+    assert!(matches!(
+        f.settled(&id).await.state,
+        DeliveryState::Sent { .. }
+    ));
+    assert_eq!(f.texts(), vec!["stale-reference"]);
+}
+
+#[tokio::test]
 async fn unauthorised_answers_refresh_the_token_once_then_fail_or_succeed() {
     let f = fixture(Options::default()).await;
     f.connector.script(ScriptedResponse::status(401, None));
@@ -228,7 +305,7 @@ async fn a_refused_or_unbuildable_service_url_fails_without_a_request() {
     let f = fixture(Options::default()).await;
     let mut notification = f.notification("bad-url", "c");
     notification.target.service_url = "not a url".into();
-    let id = f.services.notifier.notify(notification).await.unwrap().id;
+    let id = f.submit(notification).await.id;
     let stored = f.settled(&id).await;
     assert!(
         matches!(stored.state, DeliveryState::Failed { .. }),
@@ -269,7 +346,7 @@ async fn every_transient_answer_is_retried() {
     // the connector client's own tests; a transport error here is a refused connection.
     let mut notification = f.notification("unreachable", "cu");
     notification.target.service_url = "http://127.0.0.1:9/".into();
-    let id = f.services.notifier.notify(notification).await.unwrap().id;
+    let id = f.submit(notification).await.id;
     let deadline = Instant::now() + WAIT;
     loop {
         let stored = f.stored(&id).await;
@@ -526,7 +603,7 @@ async fn each_log_line_of_a_delivery_carries_its_own_ids() {
         notification.source = Source::Job {
             number: n * 100_000,
         };
-        let stored = f.services.notifier.notify(notification).await.unwrap();
+        let stored = f.submit(notification).await;
         expected.push(stored);
     }
     for notification in &expected {

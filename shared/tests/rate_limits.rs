@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use proactive_bot::adapters::dynamodb_delivery::DynamoDeliveryStore;
+use proactive_bot::adapters::dynamodb_registry::DynamoConversationRegistry;
 use proactive_bot::adapters::memory::{
     MemoryJobStore, MemoryNotificationStore, MemoryQueue, MemoryRateLimitStore,
 };
+use proactive_bot::adapters::memory_registry::MemoryConversationRegistry;
 use proactive_bot::adapters::sqs::SqsQueue;
 use proactive_bot::auth::AuthConfig;
 use proactive_bot::delivery::consumer::{DeliveryQueue, consume};
@@ -21,6 +23,7 @@ use proactive_bot::delivery::{
     Content, DeliveryState, EngineConfig, Notification, NotificationId, NotificationStore, Source,
 };
 use proactive_bot::jobs::JobStore;
+use proactive_bot::registry::{ConversationRegistry, RegistryRetention};
 use proactive_bot::schema::ConversationReference;
 use proactive_bot::testing::moto::{self, MotoServer};
 use proactive_bot::testing::simulator::{SimulatorConfig, TeamsSimulator};
@@ -30,6 +33,7 @@ struct Shared {
     jobs: Arc<dyn JobStore>,
     notifications: Arc<dyn NotificationStore>,
     limits: Arc<dyn RateLimitStore>,
+    registry: Arc<dyn ConversationRegistry>,
     queue: Arc<dyn DeliveryQueue>,
 }
 
@@ -46,7 +50,11 @@ fn start_instances(shared: &Shared) -> (Vec<Services>, Vec<tokio::task::JoinHand
                 jobs: shared.jobs.clone(),
                 notifications: shared.notifications.clone(),
                 limits: shared.limits.clone(),
+                registry: shared.registry.clone(),
                 queue: shared.queue.clone(),
+                requests: Arc::new(
+                    proactive_bot::adapters::memory_requests::MemoryRequestStore::new(),
+                ),
                 reminders: ReminderPorts::in_memory(shared.queue.clone()),
             },
         )
@@ -72,13 +80,21 @@ fn reference(
     reference
 }
 
-/// Queues `per_conversation[i]` numbered notifications ("<conversation> #<n>") for each
+/// Registers each conversation (the engine delivers only to registered ones), then queues
+/// `per_conversation[i]` numbered notifications ("<conversation> #<n>") for each
 /// conversation, through the first instance's notifier, interleaved as a busy bot would.
 async fn queue_all(
     services: &Services,
     simulator: &TeamsSimulator,
     plan: &[(String, usize)],
 ) -> Vec<NotificationId> {
+    for (conversation, _) in plan {
+        services
+            .registry
+            .seen(&reference(simulator, conversation, "tenant-1"), Utc::now())
+            .await
+            .unwrap();
+    }
     let mut ids = Vec::new();
     let most = plan.iter().map(|(_, n)| *n).max().unwrap_or(0);
     for round in 0..most {
@@ -173,6 +189,7 @@ async fn a_burst_and_a_crowd_stay_within_teams_limits_across_two_instances() {
         jobs: Arc::new(MemoryJobStore::new()),
         notifications: Arc::new(MemoryNotificationStore::new()),
         limits: Arc::new(MemoryRateLimitStore::new()),
+        registry: Arc::new(MemoryConversationRegistry::new()),
         queue: Arc::new(MemoryQueue::new(Duration::from_secs(30), 100)),
     };
     let (instances, consumers) = start_instances(&shared);
@@ -220,6 +237,11 @@ async fn the_limits_hold_across_two_instances_on_dynamodb_and_sqs() {
         jobs: Arc::new(MemoryJobStore::new()),
         notifications: delivery.clone(),
         limits: delivery,
+        registry: Arc::new(DynamoConversationRegistry::new(
+            dynamodb.clone(),
+            resources.delivery_table_name.clone(),
+            RegistryRetention::default(),
+        )),
         queue: Arc::new(SqsQueue::new(
             moto::sqs_client(&config, &counter),
             &resources.queue_url,

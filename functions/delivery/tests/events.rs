@@ -1,6 +1,8 @@
 //! The SQS sample events in `events/` through the function's handler, with the notification
-//! they name (`job-100001-1695809700000`, or the reminder's `rem-…`) in the store, a Connector
-//! stand-in as the channel, and a queue control that records what the handler asked of SQS.
+//! they name (`job-100001-1695809700000`, or the reminder's `rem-…`) in the store and its
+//! conversation registered (it talked to the bot: only such conversations are messaged), a
+//! Connector stand-in as the channel, and a queue control that records what the handler asked
+//! of SQS.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -11,6 +13,7 @@ use chrono::Utc;
 use lambda_runtime::{Context, LambdaEvent};
 use proactive_bot::auth::AuthConfig;
 use proactive_bot::delivery::consumer::QueueControl;
+use proactive_bot::delivery::engine::NOT_REGISTERED;
 use proactive_bot::delivery::{
     Content, DeliveryState, Notification, NotificationId, QueueError, Source,
 };
@@ -53,6 +56,7 @@ impl QueueControl for RecordingControl {
     }
 }
 
+/// Services holding the events' notification, its conversation registered.
 async fn services_with_notification(connector: &ConnectorStandIn) -> Services {
     services_with(
         connector,
@@ -88,6 +92,11 @@ async fn services_with(
         service_url: connector.service_url(),
         ..Default::default()
     };
+    services
+        .registry
+        .seen(&reference, Utc::now())
+        .await
+        .unwrap();
     let notification = Notification::new(
         NotificationId::parse(id).unwrap(),
         source,
@@ -227,4 +236,35 @@ async fn a_reminder_fired_by_eventbridge_scheduler_is_delivered_like_any_notific
         matches!(stored.state, DeliveryState::Sent { .. }),
         "{stored:?}"
     );
+}
+
+#[tokio::test]
+async fn the_delivery_event_for_a_retired_conversation_fails_and_sends_nothing() {
+    let connector = ConnectorStandIn::start().await;
+    let services = services_with_notification(&connector).await;
+    let retired = services
+        .registry
+        .retire(
+            "8a684db0-5c7e-11ee-8c99-0242ac120002|livechat",
+            "uninstalled",
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert!(retired);
+    let control = RecordingControl::default();
+    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-delivery.json"))
+        .await
+        .unwrap();
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "acknowledged: retrying cannot help"
+    );
+    assert!(connector.requests().is_empty(), "nothing sent");
+    let stored = state(&services).await;
+    assert!(
+        matches!(&stored.state, DeliveryState::Failed { reason, .. } if reason == NOT_REGISTERED),
+        "{stored:?}"
+    );
+    assert!(control.dead_letters.lock().unwrap().is_empty());
 }

@@ -91,6 +91,7 @@ async fn run(store: Store, recipients: usize) {
                     dead_letter_queue_url: queues.dead_letter_queue_url.clone(),
                 },
                 chrono::Duration::days(1),
+                proactive_bot::registry::RegistryRetention::default(),
             )
             .expect("AWS ports");
             (ports, counter)

@@ -20,6 +20,7 @@ use proactive_bot::auth::AuthConfig;
 use proactive_bot::config::{Backend, Settings};
 use proactive_bot::delivery::limits::{ChannelLimits, SendLog, Window};
 use proactive_bot::delivery::{Content, Notification, NotificationId, Source};
+use proactive_bot::registry::RegistryRetention;
 use proactive_bot::schema::{ChannelAccount, ConversationAccount, ConversationReference};
 use proactive_bot::testing::moto::{self, MotoServer, RequestCounter};
 use proactive_bot::testing::simulator::{SimulatorConfig, TeamsSimulator};
@@ -115,6 +116,7 @@ async fn run(store: Store, production: Production) {
                     dead_letter_queue_url: queues.dead_letter_queue_url.clone(),
                 },
                 chrono::Duration::days(1),
+                RegistryRetention::default(),
             )
             .expect("AWS ports");
             (ports, counter)
@@ -172,6 +174,18 @@ async fn run(store: Store, production: Production) {
         "{store:?}, {production:?}: delivering {} notifications ({SPREAD} over {CONVERSATIONS} conversations, {BURST} into one) through the Teams simulator…",
         plan.len()
     );
+    // Every conversation has talked to the bot (the engine messages no other), before the
+    // clock starts.
+    let mut conversations: Vec<&str> = plan.iter().map(|(c, _)| c.as_str()).collect();
+    conversations.sort_unstable();
+    conversations.dedup();
+    for conversation in conversations {
+        services
+            .registry
+            .seen(&reference(conversation), Utc::now())
+            .await
+            .expect("registered");
+    }
     counter.reset();
     let notifier = services.notifier.clone();
     let started = Instant::now();

@@ -102,6 +102,11 @@ async fn good_tokens_are_accepted_and_replies_carry_one_fetched_bearer_token() {
     assert_eq!(proactive.authorization, requests[0].authorization);
     assert_eq!(idp.token_request_count(), 1);
     assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 1);
+    let registration = services.registry.get(&a.id).await.unwrap();
+    assert!(
+        registration.is_some_and(|r| r.status.is_active()),
+        "an authenticated conversation is registered"
+    );
 }
 
 #[tokio::test]
@@ -239,6 +244,10 @@ async fn every_bad_token_is_refused_with_401_and_changes_nothing() {
     );
     assert!(connector.requests().is_empty(), "no Connector call");
     assert_eq!(idp.token_request_count(), 0, "not even a token was fetched");
+    assert!(
+        services.registry.get(&a.id).await.unwrap().is_none(),
+        "no conversation registered"
+    );
 }
 
 #[tokio::test]
@@ -277,6 +286,10 @@ async fn a_well_signed_request_whose_service_url_is_not_allowed_gets_403_and_cha
     assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 0);
     assert!(connector.requests().is_empty());
     assert_eq!(idp.token_request_count(), 0);
+    assert!(
+        services.registry.get(&a.id).await.unwrap().is_none(),
+        "no conversation registered with a serviceUrl the bot may not send to"
+    );
 }
 
 #[tokio::test]
@@ -295,6 +308,12 @@ async fn a_stored_reference_outside_the_allowlist_is_refused_and_marked_failed()
         service_url: format!("http://localhost:{}/amer/", connector.addr().port()),
         ..Default::default()
     };
+    // Registered when the allowlist still let it in (it has changed since).
+    services
+        .registry
+        .seen(&reference, Utc::now())
+        .await
+        .unwrap();
     let notification = Notification::new(
         NotificationId::parse("n-refused").unwrap(),
         Source::Job { number: 424_242 },

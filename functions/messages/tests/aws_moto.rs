@@ -57,11 +57,20 @@ async fn the_test_your_bot_procedure_runs_on_dynamodb_and_sqs_at_the_request_flo
     let first = job_number(&say(bot, &connector, &a, "run").await);
     assert_eq!(
         bot_requests(counter),
-        vec![("DynamoDB.PutItem".to_owned(), 1)],
-        "run = 1 DynamoDB write"
+        vec![
+            ("DynamoDB.PutItem".to_owned(), 1),
+            ("DynamoDB.UpdateItem".to_owned(), 1)
+        ],
+        "run = 1 DynamoDB write, and the conversation's first message registers it (1 update)"
     );
+    counter.reset();
     let second = job_number(&say(bot, &connector, &a, "run").await);
     assert_ne!(first, second);
+    assert_eq!(
+        bot_requests(counter),
+        vec![("DynamoDB.PutItem".to_owned(), 1)],
+        "run = 1 DynamoDB write; a conversation registered moments ago is not written again"
+    );
 
     counter.reset();
     let table = say(bot, &connector, &b, "show").await;
@@ -77,6 +86,11 @@ async fn the_test_your_bot_procedure_runs_on_dynamodb_and_sqs_at_the_request_flo
         counter.snapshot()
     );
     assert_eq!(counter.count("DynamoDB", "Scan"), 0);
+    assert_eq!(
+        counter.count("DynamoDB", "UpdateItem"),
+        1,
+        "b's first message registers it"
+    );
     assert_eq!(counter.service_total("SQS"), 0);
 
     connector.clear();
@@ -94,8 +108,10 @@ async fn the_test_your_bot_procedure_runs_on_dynamodb_and_sqs_at_the_request_flo
     // The engine records the delivery, then the poller deletes the message.
     wait_until(|| async { counter.count("SQS", "DeleteMessageBatch") >= 1 }).await;
     let counts = counter.snapshot();
-    // The turn: read the job, create the notification, queue it, complete the job.
-    assert_eq!(counts.get("DynamoDB.GetItem"), Some(&2), "{counts:?}");
+    // The turn: read the job, create the notification, queue it, complete the job (b is
+    // registered already). The delivery: read the conversation's registration and its send
+    // log.
+    assert_eq!(counts.get("DynamoDB.GetItem"), Some(&3), "{counts:?}");
     assert_eq!(
         counts.get("SQS.SendMessage"),
         Some(&1),

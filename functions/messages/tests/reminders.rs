@@ -45,6 +45,10 @@ async fn start_in_memory() -> MemoryBot {
         notifications: Arc::new(MemoryNotificationStore::new()),
         limits: Arc::new(MemoryRateLimitStore::new()),
         queue: queue.clone(),
+        registry: Arc::new(
+            proactive_bot::adapters::memory_registry::MemoryConversationRegistry::new(),
+        ),
+        requests: Arc::new(proactive_bot::adapters::memory_requests::MemoryRequestStore::new()),
         reminders: ReminderPorts {
             store: store.clone(),
             scheduler: timer.clone(),

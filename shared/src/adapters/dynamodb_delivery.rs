@@ -5,12 +5,14 @@
 //!
 //! One string partition key, `pk`, whose prefix says what kind of item it is:
 //!
-//! | item                  | `pk`         | attributes                              |
-//! |-----------------------|--------------|-----------------------------------------|
-//! | notification          | `n#<id>`     | see below                               |
-//! | conversation send log | `rate#<key>` | `sends` S, `version` N, `expiresAt` N   |
-//! | tenant slot           | `slot#<key>` | `nextFree` N, `expiresAt` N             |
-//! | conversation's reminders | `rem#<channel>#<conversation>` | see [`super::dynamodb_reminders`] |
+//! | item                     | `pk`                           | attributes                                |
+//! |--------------------------|--------------------------------|-------------------------------------------|
+//! | notification             | `n#<id>`                       | see below                                 |
+//! | conversation send log    | `rate#<key>`                   | `sends` S, `version` N, `expiresAt` N     |
+//! | tenant slot              | `slot#<key>`                   | `nextFree` N, `expiresAt` N               |
+//! | registered conversation  | `conv#<conversation id>`       | see [`super::dynamodb_registry`]          |
+//! | conversation's reminders | `rem#<channel>#<conversation>` | see [`super::dynamodb_reminders`]         |
+//! | notify request           | `req#<id>`                     | see [`super::dynamodb_requests`]          |
 //!
 //! A notification:
 //!
@@ -42,12 +44,14 @@
 //!
 //! # Why this shape
 //!
-//! - **One table for the delivery core.** Notifications, rate-limit state, and later the
-//!   conversation registry and idempotency records live together, apart from the jobs table:
-//!   the engine knows nothing of jobs, and the delivery function's role then needs no access
-//!   to jobs at all.
+//! - **One table for the delivery core.** Notifications, rate-limit state, the conversation
+//!   registry and later idempotency records live together, apart from the jobs table: the
+//!   engine knows nothing of jobs, and the delivery function's role then needs no access to
+//!   jobs at all.
 //! - **A typed string key.** `pk` with a type prefix lets later kinds of item arrive without
-//!   a schema change; nothing here needs a range key or an index (`show` reads by id).
+//!   a schema change; nothing here needs a range key (`show` reads by id). The one index,
+//!   `ActiveConversations`, is sparse: only active registrations carry its keys, so no item
+//!   of this module ever enters it.
 //! - **Conditional writes.** Each transition of the ports' contracts is one request whose
 //!   condition *is* the contract, and a refused write brings the stored item back
 //!   (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so the answer (Existing, Final, Busy,
@@ -69,9 +73,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use chrono::{DateTime, Utc};
 
 use super::item::{Attributes, json, millis, number, string};
@@ -125,11 +127,6 @@ mod attr {
 /// progress needs no more; the content, which may be large, stays out of the index).
 pub const BATCH_INDEX: &str = "NotificationsByBatch";
 
-/// BatchGetItem's limit of keys per request.
-const BATCH_GET_LIMIT: usize = 100;
-/// How many times keys BatchGetItem left unprocessed (throttling, the 16 MB response limit)
-/// are asked for again before `get_many` gives up.
-const UNPROCESSED_RETRIES: u32 = 4;
 /// How many conditional writes one `reserve_slot` makes at most: each refusal says which case
 /// holds, so a second try normally succeeds; more only when other deliveries keep moving the
 /// slot between our reads of it.
@@ -541,59 +538,19 @@ impl NotificationStore for DynamoDeliveryStore {
         output.item().map(Notification::try_from).transpose()
     }
 
-    /// One BatchGetItem per 100 distinct ids; keys DynamoDB leaves unprocessed (throttling,
-    /// its 16 MB response limit) are asked for again, with a short backoff, a few times.
+    /// One BatchGetItem per 100 distinct ids; unprocessed keys are asked for again.
     async fn get_many(&self, ids: &[NotificationId]) -> Result<Vec<Notification>, StoreError> {
         // BatchGetItem refuses a request that names a key twice.
         let mut distinct: Vec<&NotificationId> = ids.iter().collect();
         distinct.sort();
         distinct.dedup();
-
-        let mut found = Vec::with_capacity(distinct.len());
-        for chunk in distinct.chunks(BATCH_GET_LIMIT) {
-            let mut keys: Vec<_> = chunk.iter().map(|id| notification_key(id)).collect();
-            let mut retries = 0;
-            while !keys.is_empty() {
-                let request = KeysAndAttributes::builder()
-                    .set_keys(Some(keys))
-                    .consistent_read(true)
-                    .build()
-                    .expect("keys are set");
-                let output = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table_name, request)
-                    .send()
-                    .await
-                    .map_err(|e| self.unavailable("BatchGetItem", e))?;
-                for item in output
-                    .responses()
-                    .and_then(|tables| tables.get(&self.table_name))
-                    .into_iter()
-                    .flatten()
-                {
-                    found.push(Notification::try_from(item)?);
-                }
-                keys = output
-                    .unprocessed_keys()
-                    .and_then(|tables| tables.get(&self.table_name))
-                    .map(|unprocessed| unprocessed.keys().to_vec())
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    if retries == UNPROCESSED_RETRIES {
-                        return Err(StoreError::Unavailable(format!(
-                            "DynamoDB BatchGetItem on table {} left {} keys unprocessed \
-                             after {retries} retries",
-                            self.table_name,
-                            keys.len()
-                        )));
-                    }
-                    retries += 1;
-                    tokio::time::sleep(Duration::from_millis(50 << retries)).await;
-                }
-            }
-        }
-        Ok(found)
+        let keys = distinct.into_iter().map(notification_key).collect();
+        super::item::batch_get(&self.client, &self.table_name, keys)
+            .await
+            .map_err(StoreError::Unavailable)?
+            .iter()
+            .map(Notification::try_from)
+            .collect()
     }
 
     async fn claim(

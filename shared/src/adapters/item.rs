@@ -1,12 +1,14 @@
 //! DynamoDB item vocabulary shared by the adapters: typed, error-reporting reads of an item's
-//! attributes ([`Attributes`]) and the few ways values are written (numbers, epoch
-//! milliseconds, JSON strings).
+//! attributes ([`Attributes`]), the few ways values are written (numbers, epoch
+//! milliseconds, JSON strings), and [`batch_get`], BatchGetItem done right.
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::time::Duration;
 
+use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 
@@ -44,6 +46,65 @@ where
         "DynamoDB {operation} on table {table}: {}",
         DisplayErrorContext(&error)
     )
+}
+
+/// An item, as the SDK hands it over.
+pub(crate) type Item = HashMap<String, AttributeValue>;
+
+/// BatchGetItem's limit of keys per request.
+const BATCH_GET_LIMIT: usize = 100;
+/// How many times keys BatchGetItem left unprocessed (throttling, the 16 MB response limit)
+/// are asked for again before giving up.
+const UNPROCESSED_RETRIES: u32 = 4;
+
+/// The items of `keys` that exist in `table` (strongly consistent reads), in any order: one
+/// BatchGetItem per 100 keys; keys DynamoDB leaves unprocessed (throttling, its 16 MB
+/// response limit) are asked for again, with a short backoff, a few times. The keys must be
+/// distinct: BatchGetItem refuses a request that names a key twice. The error is the
+/// failure's description, for the adapter's own error type.
+pub(crate) async fn batch_get(
+    client: &Client,
+    table: &str,
+    keys: Vec<Item>,
+) -> Result<Vec<Item>, String> {
+    let mut found = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(BATCH_GET_LIMIT) {
+        let mut pending = chunk.to_vec();
+        let mut retries = 0;
+        while !pending.is_empty() {
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(pending))
+                .consistent_read(true)
+                .build()
+                .expect("keys are set");
+            let output = client
+                .batch_get_item()
+                .request_items(table, request)
+                .send()
+                .await
+                .map_err(|e| failure("BatchGetItem", table, e))?;
+            if let Some(items) = output.responses().and_then(|tables| tables.get(table)) {
+                found.extend(items.iter().cloned());
+            }
+            pending = output
+                .unprocessed_keys()
+                .and_then(|tables| tables.get(table))
+                .map(|unprocessed| unprocessed.keys().to_vec())
+                .unwrap_or_default();
+            if !pending.is_empty() {
+                if retries == UNPROCESSED_RETRIES {
+                    return Err(format!(
+                        "DynamoDB BatchGetItem on table {table} left {} keys unprocessed after \
+                         {retries} retries",
+                        pending.len()
+                    ));
+                }
+                retries += 1;
+                tokio::time::sleep(Duration::from_millis(50 << retries)).await;
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// Typed, error-reporting access to an item's attributes; the error says which attribute and

@@ -48,10 +48,8 @@ fn cursor(key: &(String, String)) -> String {
 }
 
 fn parse_cursor(text: &str) -> Result<(String, String), RegistryError> {
-    serde_json::from_str::<(String, String)>(text).map_err(|_| RegistryError::Corrupt {
-        key: "cursor".to_owned(),
-        detail: "not a cursor this registry returned".to_owned(),
-    })
+    serde_json::from_str::<(String, String)>(text)
+        .map_err(|_| RegistryError::BadCursor("not a cursor this registry returned".to_owned()))
 }
 
 impl MemoryConversationRegistry {
@@ -188,6 +186,13 @@ impl ConversationRegistry for MemoryConversationRegistry {
         limit: usize,
     ) -> Result<ActivePage, RegistryError> {
         let after = after.map(parse_cursor).transpose()?;
+        if let (Some((cursor_tenant, _)), Some(tenant)) = (&after, tenant)
+            && cursor_tenant != tenant
+        {
+            return Err(RegistryError::BadCursor(
+                "the cursor belongs to another tenant's listing".to_owned(),
+            ));
+        }
         let state = self.lock();
         let start = match (&after, tenant) {
             (Some(key), _) => std::ops::Bound::Excluded(key.clone()),
@@ -330,12 +335,10 @@ mod tests {
                 .all(|r| r.tenant_id() == Some("t2"))
         );
         assert!(page.next.is_none());
-        assert!(
-            registry
-                .list_active(None, Some("garbage"), 1)
-                .await
-                .is_err()
-        );
+        assert!(matches!(
+            registry.list_active(None, Some("garbage"), 1).await,
+            Err(RegistryError::BadCursor(_))
+        ));
     }
 
     #[tokio::test]

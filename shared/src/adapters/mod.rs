@@ -3,6 +3,7 @@
 
 pub mod dynamodb;
 pub mod dynamodb_delivery;
+pub mod dynamodb_registry;
 pub mod dynamodb_reminders;
 pub mod dynamodb_requests;
 pub mod eventbridge;

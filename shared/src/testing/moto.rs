@@ -61,7 +61,7 @@ pub struct LocalResources {
     pub prefix: String,
     /// `JobsTable`: the jobs.
     pub table_name: String,
-    /// `DeliveryTable`: notifications and rate-limit state.
+    /// `DeliveryTable`: notifications, rate-limit state and registered conversations.
     pub delivery_table_name: String,
     /// `NotificationsQueue` (FIFO).
     pub queue_url: String,
@@ -108,6 +108,7 @@ impl LocalResources {
             sqs_client(config, counter),
             &self.backend(),
             chrono::Duration::days(30),
+            crate::registry::RegistryRetention::default(),
         )
         .expect("an AWS backend has AWS ports")
     }
