@@ -518,9 +518,11 @@ async fn on_aws_a_reminder_is_a_one_time_schedule_whose_input_the_worker_deliver
         vec![
             ("DynamoDB.GetItem".to_owned(), 1),
             ("DynamoDB.PutItem".to_owned(), 2),
+            ("DynamoDB.UpdateItem".to_owned(), 1),
             ("Scheduler.CreateSchedule".to_owned(), 1),
         ],
-        "the conversation's record read and written, the notification created, one schedule; nothing queued"
+        "the conversation registered (its first turn), its reminders' record read and written, \
+         the notification created, one schedule; nothing queued"
     );
 
     let reminder = pending(&aws.services, &activity).await.remove(0);
