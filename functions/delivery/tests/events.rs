@@ -1,6 +1,6 @@
-//! The SQS sample events in `events/` through the function's handler, with the notification
-//! they name (`job-100001-1695809700000`, or the reminder's `rem-…`) in the store and its
-//! conversation registered (it talked to the bot: only such conversations are messaged), a
+//! The SQS sample events in `events/` through the function's handler, with what they name
+//! (`job-100001-1695809700000`, the reminder's `rem-…`, the broadcast's request) in the store
+//! and its conversation registered (it talked to the bot: only such conversations are messaged), a
 //! Connector stand-in as the channel, and a queue control that records what the handler asked
 //! of SQS.
 
@@ -267,4 +267,102 @@ async fn the_delivery_event_for_a_retired_conversation_fails_and_sends_nothing()
         "{stored:?}"
     );
     assert!(control.dead_letters.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_broadcast_event_fans_out_to_every_active_conversation_then_each_is_delivered() {
+    use proactive_bot::delivery::consumer::{QueueConsumer, handle_records};
+    use proactive_bot::notify::{NotifyBody, Target};
+
+    let connector = ConnectorStandIn::start().await;
+    let services = Services::in_memory(&AuthConfig::default()).unwrap();
+    for n in 0..3 {
+        let mut reference =
+            proactive_bot::testing::reference(&connector.service_url(), &format!("c{n}|livechat"));
+        reference.conversation.tenant_id = Some("tenant-1".into());
+        services
+            .registry
+            .seen(&reference, Utc::now())
+            .await
+            .unwrap();
+    }
+    // The request the sample's message names: its id comes from this idempotency key.
+    let submitted = services
+        .notify
+        .submit(
+            NotifyBody {
+                target: Target::All { tenant_id: None },
+                content: Content::text("Maintenance at 22:00"),
+                urgent: false,
+            },
+            Some("sample-broadcast"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(submitted.id, "k-3010a5f1fda516c7db9c6f424dd9a9dd");
+    assert_eq!(submitted.recipients, 3);
+    // The API queued the same step; take it off so only the sample's copy runs.
+    let queued = services.queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(queued.len(), 1, "the fan-out's first step");
+    services
+        .queue
+        .delete(queued[0].receipt_handle.as_deref().unwrap())
+        .await
+        .unwrap();
+
+    let control = RecordingControl::default();
+    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-broadcast.json"))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert!(
+        connector.requests().is_empty(),
+        "a fan-out step sends nothing itself"
+    );
+    let status = services
+        .notify
+        .status(&submitted.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((status.fan_out, status.pending), ("done", 3), "{status:?}");
+
+    let deliveries = services.queue.receive(10, Duration::ZERO).await.unwrap();
+    assert_eq!(deliveries.len(), 3, "one delivery message per conversation");
+    let (response, _) =
+        handle_records(&services.engine, services.queue.as_ref(), &deliveries).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    let mut paths: Vec<String> = connector
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        (0..3)
+            .map(|n| format!("/amer/v3/conversations/c{n}%7Clivechat/activities"))
+            .collect::<Vec<_>>()
+    );
+    let status = services
+        .notify
+        .status(&submitted.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((status.sent, status.pending), (3, 0), "{status:?}");
+
+    // The same step again (a redelivery) finds the fan-out done and queues nothing.
+    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-broadcast.json"))
+        .await
+        .unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    assert!(
+        services
+            .queue
+            .receive(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
