@@ -271,7 +271,7 @@ async fn the_delivery_event_for_a_retired_conversation_fails_and_sends_nothing()
 
 #[tokio::test]
 async fn the_broadcast_event_fans_out_to_every_active_conversation_then_each_is_delivered() {
-    use proactive_bot::delivery::consumer::{QueueConsumer, handle_records};
+    use proactive_bot::delivery::consumer::handle_records;
     use proactive_bot::notify::{NotifyBody, Target};
 
     let connector = ConnectorStandIn::start().await;
