@@ -57,7 +57,7 @@ impl Window {
         // count (1800 / 3600 s → 60 / 120 s rather than 62 / 124.1 s).
         let least = self.count.div_ceil(capacity);
         let k = (least..=least * 2)
-            .find(|k| self.count % k == 0)
+            .find(|k| self.count.is_multiple_of(*k))
             .unwrap_or(least);
         Window {
             count: self.count / k,
@@ -69,7 +69,7 @@ impl Window {
 impl fmt::Display for Window {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.per.as_millis();
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             write!(f, "{}/{}s", self.count, ms / 1000)
         } else {
             write!(f, "{}/{}ms", self.count, ms)
