@@ -5,7 +5,8 @@
 //! authentication is on (missing or bad → 401, before the body is parsed, so a stranger's
 //! request costs no parsing), JSON (not JSON → 400), the fields the bot needs (→ 400 with a
 //! short reason), the token's checks against the activity (→ 401), the serviceUrl (not an
-//! http(s) URL → 400; refused by the allowlist → 403), then the turn. Nothing is written before
+//! http(s) URL → 400; refused by the allowlist → 403), an `invoke` (the bot handles none: →
+//! 501, as the SDKs answer an unknown one), then the turn. Nothing is written before
 //! every check has passed, so a refused request has no side effect. A 400 never quotes the
 //! input: it names the kind of problem and where. Replies to the channel are sent during the
 //! turn, before the HTTP answer, because Lambda freezes the function once it answers; the
@@ -77,6 +78,8 @@ pub enum ApiError {
     NotFound,
     #[error("temporarily unavailable; try again")]
     Unavailable,
+    #[error("invoke not handled")]
+    NotImplemented,
 }
 
 impl IntoResponse for ApiError {
@@ -90,6 +93,7 @@ impl IntoResponse for ApiError {
             ApiError::TurnFailed => StatusCode::BAD_GATEWAY,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotImplemented => StatusCode::NOT_IMPLEMENTED,
         };
         let body = serde_json::json!({ "error": self.to_string() }).to_string();
         (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -190,6 +194,12 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<()
         .check_activity(&activity)
         .map_err(|_| ApiError::Unauthorized)?;
     check_service_url(state.policy.as_ref(), &activity)?;
+    if activity.kind == crate::schema::activity_types::INVOKE {
+        // An invoke expects an InvokeResponse; this bot handles no invoke name, so it answers
+        // as the SDKs do for an unknown one: 501, and nothing else happens (no turn, no
+        // registration).
+        return Err(ApiError::NotImplemented);
+    }
     state.bot.on_turn(&activity).await.map_err(|error| {
         tracing::error!(error = %error, conversation = activity.conversation_id().unwrap_or_default(), "could not answer the turn");
         ApiError::TurnFailed

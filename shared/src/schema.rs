@@ -14,6 +14,7 @@ pub mod activity_types {
     pub const CONVERSATION_UPDATE: &str = "conversationUpdate";
     pub const EVENT: &str = "event";
     pub const INSTALLATION_UPDATE: &str = "installationUpdate";
+    pub const INVOKE: &str = "invoke";
 }
 
 /// A user or bot on a channel.

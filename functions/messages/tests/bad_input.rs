@@ -65,6 +65,33 @@ async fn a_body_over_256_kib_is_refused_with_413() {
 }
 
 #[tokio::test]
+async fn an_invoke_the_bot_does_not_handle_gets_501_and_changes_nothing() {
+    let connector = ConnectorStandIn::start().await;
+    let (bot, services) = start_bot(&[]).await;
+    let a = Conversation::new("conv|livechat", "user-a", &connector);
+    for name in [
+        "adaptiveCard/action",
+        "task/fetch",
+        "composeExtension/query",
+        "unknown",
+    ] {
+        let mut invoke = a.activity("invoke");
+        invoke["name"] = json!(name);
+        invoke["value"] = json!({"data": {"x": 1}});
+        let (status, _) = post(&bot, &invoke).await;
+        assert_eq!(status, 501, "{name}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(connector.requests().is_empty(), "no reply");
+    assert!(
+        services.registry.get(&a.id).await.unwrap().is_none(),
+        "not even registered"
+    );
+    // The conversation is untouched: a message afterwards is answered as usual.
+    say(&bot, &connector, &a, "hello").await;
+}
+
+#[tokio::test]
 async fn unknown_activity_types_are_accepted_and_ignored() {
     let connector = ConnectorStandIn::start().await;
     let (bot, _services) = start_bot(&[]).await;
