@@ -125,11 +125,14 @@ impl Activity {
         Ok(())
     }
 
-    /// A plain text message with no addressing; the caller addresses it.
+    /// A text message with no addressing (the caller addresses it), its `textFormat` read off
+    /// its text ([`text_format_of`]): channels then render it as it was written.
     pub fn message(text: impl Into<String>) -> Self {
+        let text = text.into();
         Activity {
             kind: activity_types::MESSAGE.to_owned(),
-            text: Some(text.into()),
+            text_format: Some(text_format_of(&text).to_owned()),
+            text: Some(text),
             ..Activity::default()
         }
     }
@@ -159,6 +162,18 @@ impl Activity {
 
     pub fn conversation_id(&self) -> Option<&str> {
         self.conversation.as_ref().map(|c| c.id.as_str())
+    }
+}
+
+/// The `textFormat` a text written by this bot needs: `markdown` when it uses Markdown's
+/// markup (bold, code, tables, links, lists, headings), `plain` otherwise, so a channel never
+/// renders a plain text's stray `*` or `_` as formatting, nor shows markup raw.
+pub fn text_format_of(text: &str) -> &'static str {
+    const MARKUP: [&str; 8] = ["**", "__", "`", "|", "](", "\n- ", "\n* ", "# "];
+    if MARKUP.iter().any(|mark| text.contains(mark)) {
+        "markdown"
+    } else {
+        "plain"
     }
 }
 
@@ -280,6 +295,32 @@ mod lenient_timestamp {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn messages_say_whether_they_are_markdown() {
+        assert_eq!(
+            Activity::message("Job 1 is complete.")
+                .text_format
+                .as_deref(),
+            Some("plain")
+        );
+        assert_eq!(
+            Activity::message("Type **run** to start a job")
+                .text_format
+                .as_deref(),
+            Some("markdown")
+        );
+        assert_eq!(text_format_of("| Job | State |\n|---|---|"), "markdown");
+        assert_eq!(
+            text_format_of("see [the docs](https://example.com)"),
+            "markdown"
+        );
+        assert_eq!(text_format_of("Reminder: stretch"), "plain");
+        assert_eq!(
+            Activity::markdown("a table").text_format.as_deref(),
+            Some("markdown")
+        );
+    }
 
     #[test]
     fn seven_fractional_digits_parse() {

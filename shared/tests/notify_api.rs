@@ -414,6 +414,7 @@ async fn named_conversations_are_sent_once_and_unregistered_ones_fail_unsent() {
     );
     let sent = f.connector.requests();
     assert_eq!(sent[0].text(), "The price dropped");
+    assert_eq!(sent[0].body["textFormat"], "plain", "read off the text");
     assert_eq!(
         sent[0].body["attachments"][0]["contentType"],
         "application/vnd.microsoft.card.adaptive"

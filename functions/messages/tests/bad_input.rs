@@ -87,8 +87,10 @@ async fn an_invoke_the_bot_does_not_handle_gets_501_and_changes_nothing() {
         services.registry.get(&a.id).await.unwrap().is_none(),
         "not even registered"
     );
-    // The conversation is untouched: a message afterwards is answered as usual.
-    say(&bot, &connector, &a, "hello").await;
+    // The conversation is untouched: a message afterwards is answered as usual (the help
+    // text, which is Markdown and says so).
+    let reply = say(&bot, &connector, &a, "hello").await;
+    assert_eq!(reply.body["textFormat"], "markdown");
 }
 
 #[tokio::test]

@@ -100,7 +100,12 @@ impl Content {
         if self.text.is_none() {
             activity.text = None;
         }
-        activity.text_format = self.text_format.clone();
+        // The producer's format when it gave one; otherwise read off the text.
+        activity.text_format = match (&self.text_format, &self.text) {
+            (Some(format), _) => Some(format.clone()),
+            (None, Some(text)) => Some(crate::schema::text_format_of(text).to_owned()),
+            (None, None) => None,
+        };
         if !self.attachments.is_empty() {
             activity.extra.insert(
                 "attachments".to_owned(),
@@ -665,6 +670,15 @@ mod tests {
             ..Content::default()
         };
         assert_eq!(card_only.to_activity().text, None);
+        assert_eq!(card_only.to_activity().text_format, None);
+        assert_eq!(
+            Content::text("Job 7 is complete.")
+                .to_activity()
+                .text_format
+                .as_deref(),
+            Some("plain"),
+            "read off the text when the producer gave no format"
+        );
     }
 
     #[test]
