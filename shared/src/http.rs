@@ -52,8 +52,8 @@ pub struct AppState {
     /// Where the bot may later send its token: an activity whose serviceUrl this refuses never
     /// reaches the bot, so no conversation is stored with it.
     pub policy: Arc<dyn ServiceUrlPolicy>,
-    /// The notify API (`/api/notify`); `None` answers 404 there.
-    pub notify: Option<Arc<crate::notify::NotifyService>>,
+    /// The notify API (`/api/notify`).
+    pub notify: Arc<crate::notify::NotifyService>,
     /// Who may call the notify API.
     pub notify_auth: crate::notify::api::NotifyAuth,
 }

@@ -326,7 +326,7 @@ impl Services {
             bot: self.bot.clone(),
             authenticator: self.authenticator.clone(),
             policy: self.policy.clone(),
-            notify: Some(self.notify.clone()),
+            notify: self.notify.clone(),
             notify_auth: self.notify_auth.clone(),
         })
     }

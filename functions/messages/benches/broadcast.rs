@@ -21,9 +21,9 @@ use messages::local::LocalBot;
 use proactive_bot::auth::AuthConfig;
 use proactive_bot::config::{Backend, Settings};
 use proactive_bot::notify::api::NotifyAuth;
-use proactive_bot::schema::{ChannelAccount, ConversationAccount, ConversationReference};
 use proactive_bot::testing::moto::{self, MotoServer, RequestCounter};
 use proactive_bot::testing::simulator::{SimulatorConfig, TeamsSimulator};
+use proactive_bot::testing::teams_reference;
 use proactive_bot::wiring::{Ports, Services};
 
 const TENANT: &str = "tenant-broadcast";
@@ -107,7 +107,7 @@ async fn run(store: Store, recipients: usize) {
     futures_util::stream::iter(0..recipients)
         .for_each_concurrent(32, |n| {
             let registry = registry.clone();
-            let reference = reference(&service_url, &format!("c{n:05}"));
+            let reference = teams_reference(&service_url, &format!("c{n:05}"), TENANT);
             async move {
                 registry
                     .seen(&reference, Utc::now())
@@ -234,27 +234,5 @@ async fn run(store: Store, recipients: usize) {
             per(requests.get("SQS.ReceiveMessage").copied().unwrap_or(0))
         );
         println!("  requests by operation      {requests:?}");
-    }
-}
-
-fn reference(service_url: &str, conversation: &str) -> ConversationReference {
-    ConversationReference {
-        user: ChannelAccount {
-            id: format!("user-{conversation}"),
-            ..Default::default()
-        },
-        bot: ChannelAccount {
-            id: "bot".into(),
-            ..Default::default()
-        },
-        conversation: ConversationAccount {
-            id: conversation.to_owned(),
-            tenant_id: Some(TENANT.to_owned()),
-            conversation_type: Some("personal".into()),
-            ..Default::default()
-        },
-        channel_id: "msteams".into(),
-        service_url: service_url.to_owned(),
-        ..Default::default()
     }
 }

@@ -21,7 +21,6 @@ use proactive_bot::config::{Backend, Settings};
 use proactive_bot::delivery::limits::{ChannelLimits, SendLog, Window};
 use proactive_bot::delivery::{Content, Notification, NotificationId, Source};
 use proactive_bot::registry::RegistryRetention;
-use proactive_bot::schema::{ChannelAccount, ConversationAccount, ConversationReference};
 use proactive_bot::testing::moto::{self, MotoServer, RequestCounter};
 use proactive_bot::testing::simulator::{SimulatorConfig, TeamsSimulator};
 use proactive_bot::wiring::{Ports, Services};
@@ -150,24 +149,8 @@ async fn run(store: Store, production: Production) {
     }
     assert_eq!(plan.len(), SPREAD + BURST);
 
-    let reference = |conversation: &str| ConversationReference {
-        user: ChannelAccount {
-            id: format!("user-{conversation}"),
-            ..Default::default()
-        },
-        bot: ChannelAccount {
-            id: "bot".into(),
-            ..Default::default()
-        },
-        conversation: ConversationAccount {
-            id: conversation.to_owned(),
-            tenant_id: Some(TENANT.to_owned()),
-            conversation_type: Some("personal".into()),
-            ..Default::default()
-        },
-        channel_id: "msteams".into(),
-        service_url: simulator.service_url(),
-        ..Default::default()
+    let reference = |conversation: &str| {
+        proactive_bot::testing::teams_reference(&simulator.service_url(), conversation, TENANT)
     };
 
     eprintln!(

@@ -186,7 +186,7 @@ impl DynamoDeliveryStore {
         super::item::expires_at(ended, self.retention)
     }
 
-    fn unavailable<E, R>(&self, operation: &str, error: SdkError<E, R>) -> StoreError
+    pub(super) fn unavailable<E, R>(&self, operation: &str, error: SdkError<E, R>) -> StoreError
     where
         E: std::error::Error + 'static,
         R: std::fmt::Debug,
@@ -441,9 +441,7 @@ impl DeliveryItem for Attributes<'_> {
             attr::FAILED => Progress::Failed {
                 reason: self.string(attr::REASON)?.to_owned(),
             },
-            attr::GAVE_UP => Progress::Failed {
-                reason: format!("gave up: {}", self.string(attr::LAST_ERROR)?),
-            },
+            attr::GAVE_UP => Progress::gave_up(self.string(attr::LAST_ERROR)?),
             other => return Err(format!("unknown {} {other:?}", attr::STATE)),
         };
         Ok(BatchEntry {

@@ -75,21 +75,14 @@ impl RequestStore for DynamoDeliveryStore {
                 Some(PutItemError::ConditionalCheckFailedException(refusal)) => {
                     match refusal.item() {
                         Some(item) => read(item).map(|r| CreatedRequest::Existing(Box::new(r))),
-                        // Older DynamoDB Local/moto builds omit the item: read it.
-                        None => match self.get(&request.id).await? {
-                            Some(stored) => Ok(CreatedRequest::Existing(Box::new(stored))),
-                            None => Err(StoreError::Unavailable(format!(
-                                "notify request {} refused as existing but not found",
-                                request.id
-                            ))),
-                        },
+                        None => Err(StoreError::Unavailable(format!(
+                            "DynamoDB PutItem on table {} refused notify request {} without \
+                             returning the stored one",
+                            self.table_name, request.id
+                        ))),
                     }
                 }
-                _ => Err(StoreError::Unavailable(super::item::failure(
-                    "PutItem",
-                    &self.table_name,
-                    error,
-                ))),
+                _ => Err(self.unavailable("PutItem", error)),
             },
         }
     }
@@ -103,9 +96,7 @@ impl RequestStore for DynamoDeliveryStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| {
-                StoreError::Unavailable(super::item::failure("GetItem", &self.table_name, e))
-            })?;
+            .map_err(|e| self.unavailable("GetItem", e))?;
         output.item().map(read).transpose()
     }
 
@@ -121,9 +112,7 @@ impl RequestStore for DynamoDeliveryStore {
             .expression_attribute_values(":fanOut", json(fan_out))
             .send()
             .await
-            .map_err(|e| {
-                StoreError::Unavailable(super::item::failure("UpdateItem", &self.table_name, e))
-            })?;
+            .map_err(|e| self.unavailable("UpdateItem", e))?;
         Ok(())
     }
 }

@@ -181,14 +181,6 @@ impl DeliveryEngine {
         for (index, record) in records.iter().enumerate() {
             let message_id = record.message_id.clone().unwrap_or_default();
             let body = record.body.as_deref().unwrap_or_default();
-            let task = match self.tasks.is_empty() {
-                true => None,
-                false => envelope_kind(body).and_then(|kind| self.tasks.get(kind.as_str())),
-            };
-            if let Some(task) = task {
-                tasks.push((index, task.clone()));
-                continue;
-            }
             match DeliveryMessage::from_body(body) {
                 Ok(message) => {
                     let group = *group_of.entry(message.group()).or_insert_with(|| {
@@ -197,14 +189,19 @@ impl DeliveryEngine {
                     });
                     groups[group].push((index, message));
                 }
-                Err(error) => {
-                    tracing::error!(message_id, error = %error, "malformed delivery message acknowledged");
-                    results[index] = Some(RecordResult {
-                        message_id,
-                        delivered: Delivered::Malformed(error.to_string()),
-                        decision: Decision::Done,
-                    });
-                }
+                // Not a delivery: a producer's task, if its kind has one (read only then, so a
+                // delivery's body is parsed once).
+                Err(error) => match envelope_kind(body).and_then(|k| self.tasks.get(k.as_str())) {
+                    Some(task) => tasks.push((index, task.clone())),
+                    None => {
+                        tracing::error!(message_id, error = %error, "malformed delivery message acknowledged");
+                        results[index] = Some(RecordResult {
+                            message_id,
+                            delivered: Delivered::Malformed(error.to_string()),
+                            decision: Decision::Done,
+                        });
+                    }
+                },
             }
         }
 

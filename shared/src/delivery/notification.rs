@@ -357,9 +357,14 @@ impl Progress {
             DeliveryState::Failed { reason, .. } => Progress::Failed {
                 reason: reason.clone(),
             },
-            DeliveryState::GaveUp { last_error, .. } => Progress::Failed {
-                reason: format!("gave up: {last_error}"),
-            },
+            DeliveryState::GaveUp { last_error, .. } => Progress::gave_up(last_error),
+        }
+    }
+
+    /// A recipient given up after transient errors counts as failed, with the last one.
+    pub fn gave_up(last_error: &str) -> Progress {
+        Progress::Failed {
+            reason: format!("gave up: {last_error}"),
         }
     }
 }

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::Digest;
 
-use super::{NotifyBody, NotifyService};
+use super::NotifyBody;
 use crate::http::{ApiError, AppState, describe_parse_error, read_body};
 
 /// The header naming a request's idempotency key.
@@ -86,10 +86,6 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response {
         .into_response()
 }
 
-fn service(state: &AppState) -> Result<&Arc<NotifyService>, ApiError> {
-    state.notify.as_ref().ok_or(ApiError::NotFound)
-}
-
 /// `POST /api/notify`.
 pub async fn submit(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
@@ -105,7 +101,6 @@ async fn submit_inner(
     extensions: &axum::http::Extensions,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let service = service(state)?;
     if !state.notify_auth.allows(headers, extensions) {
         return Err(ApiError::Unauthorized);
     }
@@ -115,7 +110,8 @@ async fn submit_inner(
     })?;
     let request = NotifyBody::from_json(&value).map_err(|e| ApiError::BadRequest(e.0))?;
     let key = idempotency_key(headers)?;
-    let submitted = service
+    let submitted = state
+        .notify
         .submit(request, key.as_deref())
         .await
         .map_err(|error| {
@@ -159,14 +155,13 @@ pub async fn status(
 ) -> Response {
     let (parts, _) = request.into_parts();
     let result = async {
-        let service = service(&state)?;
         if !state.notify_auth.allows(&parts.headers, &parts.extensions) {
             return Err(ApiError::Unauthorized);
         }
         if crate::delivery::NotificationId::parse(&id).is_err() {
             return Err(ApiError::NotFound);
         }
-        match service.status(&id).await {
+        match state.notify.status(&id).await {
             Ok(Some(status)) => Ok(json(
                 StatusCode::OK,
                 serde_json::to_value(status).expect("a status serializes"),

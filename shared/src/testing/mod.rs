@@ -49,3 +49,32 @@ pub fn reference(service_url: &str, conversation: &str) -> crate::schema::Conver
         ..Default::default()
     }
 }
+
+/// A reference to the personal chat `conversation` on Teams (`msteams`) in `tenant`, from user
+/// `user-<conversation>` to bot `bot`, reached at `service_url` (the benchmarks' recipients).
+pub fn teams_reference(
+    service_url: &str,
+    conversation: &str,
+    tenant: &str,
+) -> crate::schema::ConversationReference {
+    use crate::schema::{ChannelAccount, ConversationAccount, ConversationReference};
+    ConversationReference {
+        user: ChannelAccount {
+            id: format!("user-{conversation}"),
+            ..Default::default()
+        },
+        bot: ChannelAccount {
+            id: "bot".into(),
+            ..Default::default()
+        },
+        conversation: ConversationAccount {
+            id: conversation.to_owned(),
+            tenant_id: Some(tenant.to_owned()),
+            conversation_type: Some("personal".into()),
+            ..Default::default()
+        },
+        channel_id: "msteams".into(),
+        service_url: service_url.to_owned(),
+        ..Default::default()
+    }
+}
