@@ -6,7 +6,7 @@
 //! | installationUpdate remove, conversationUpdate removing the bot | the conversation is retired; no reply |
 //! | conversationUpdate, members added (not the bot) | [`Bot::welcome`] |
 //! | `run` / `run job` | [`Bot::run_job`] |
-//! | `show` / `show jobs` | [`Bot::show_jobs`] |
+//! | `show` / `show jobs` | [`Bot::show_jobs`]: this tenant's jobs; an Adaptive Card on Teams, a Markdown table elsewhere |
 //! | `done <number>` and its variants | [`Bot::done`] |
 //! | event `jobComplete` / `jobCompleted` | [`Bot::job_complete_event`] |
 //! | `remind me …`, `reminders`, `cancel reminder N` | [`Bot::reminder`] ([`crate::reminders`]) |
@@ -15,16 +15,20 @@
 //!
 //! Completing a job never sends the proactive message from here: `done` and the event hand a
 //! notification to the [`crate::delivery`] engine through its [`Notifier`], so a turn answers
-//! within the channel's time limit and a delivery can be retried without the user.
+//! within the channel's time limit and a delivery can be retried without the user. With it goes
+//! a second notification that updates the job's "running" reply in place. A completion is not
+//! urgent: the engine may hold it while the user is talking, and then the bot's answer to the
+//! user's next message carries it ([`Folder`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::connector::{ConnectorClient, ConnectorError};
+use crate::delivery::fold::Folder;
 use crate::delivery::{
-    Content, DeliveryState, Notification, NotificationId, Notifier, NotifyError, Source,
+    Content, DeliveryState, DigestLine, Notification, NotificationId, Notifier, NotifyError, Source,
 };
 use crate::jobs::{CompleteOutcome, Job, JobNumber, JobStatus, JobStore, StoreError};
 use crate::registry::{Observation, Registrar, observe};
@@ -134,6 +138,14 @@ pub struct Bot {
     connector: ConnectorClient,
     reminders: Option<Arc<Reminders>>,
     registrar: Option<Registrar>,
+    folder: Option<Folder>,
+}
+
+/// One incoming activity being answered.
+struct Turn<'a> {
+    activity: &'a Activity,
+    /// Held notifications the first reply carries (message turns only).
+    held: Mutex<Vec<String>>,
 }
 
 impl Bot {
@@ -148,7 +160,15 @@ impl Bot {
             connector,
             reminders: None,
             registrar: None,
+            folder: None,
         }
+    }
+
+    /// Folds the notifications the engine holds for a conversation into the bot's answer to
+    /// its next message (without, they wait for the quiet period).
+    pub fn with_folder(mut self, folder: Folder) -> Self {
+        self.folder = Some(folder);
+        self
     }
 
     /// The bot with reminders (without, the reminder commands get the help text).
@@ -167,11 +187,21 @@ impl Bot {
     /// Handles one validated incoming activity. Errors inside the turn are logged and the user
     /// is told something went wrong; only a failure to tell them is returned.
     pub async fn on_turn(&self, activity: &Activity) -> Result<(), TurnError> {
-        if let Observation::Gone(_) = self.register(activity).await {
+        let (observation, held) = self.register(activity).await;
+        if let Observation::Gone(_) = observation {
             // Uninstalled or removed: there is no one left to answer.
             return Ok(());
         }
-        let Err(error) = self.dispatch(activity).await else {
+        // Only a user's message is answered with held notifications folded in.
+        let held = match activity.kind == activity_types::MESSAGE {
+            true => held,
+            false => Vec::new(),
+        };
+        let turn = Turn {
+            activity,
+            held: Mutex::new(held),
+        };
+        let Err(error) = self.dispatch(&turn).await else {
             return Ok(());
         };
         tracing::error!(
@@ -186,40 +216,47 @@ impl Bot {
             // The channel itself failed us; an apology would fail the same way.
             return Err(error);
         }
-        self.reply(activity, Activity::message(SORRY_TEXT)).await?;
+        self.reply(&turn, Activity::message(SORRY_TEXT)).await?;
         Ok(())
     }
 
     /// Records what `activity` says about its conversation. A registry failure is logged and
     /// the turn goes on: the user still gets an answer, and the next activity writes again.
-    async fn register(&self, activity: &Activity) -> Observation {
+    /// Also returns the notifications held for the conversation, which the registry's write
+    /// reads back.
+    async fn register(&self, activity: &Activity) -> (Observation, Vec<String>) {
         let observation = observe(activity);
-        if let Some(registrar) = &self.registrar
-            && let Err(error) = registrar.record(activity).await
-        {
-            tracing::warn!(
-                error = %error,
-                activity_type = %activity.kind,
-                conversation = activity.conversation_id().unwrap_or_default(),
-                "could not register the conversation; the turn goes on"
-            );
+        let Some(registrar) = &self.registrar else {
+            return (observation, Vec::new());
+        };
+        match registrar.record(activity).await {
+            Ok(recorded) => (observation, recorded.held),
+            Err(error) => {
+                tracing::warn!(
+                    error = %error,
+                    activity_type = %activity.kind,
+                    conversation = activity.conversation_id().unwrap_or_default(),
+                    "could not register the conversation; the turn goes on"
+                );
+                (observation, Vec::new())
+            }
         }
-        observation
     }
 
-    async fn dispatch(&self, activity: &Activity) -> Result<(), TurnError> {
+    async fn dispatch(&self, turn: &Turn<'_>) -> Result<(), TurnError> {
+        let activity = turn.activity;
         match activity.kind.as_str() {
             activity_types::MESSAGE => {
                 let text = activity.text.as_deref().unwrap_or_default();
                 match Command::parse(text) {
-                    Command::Run => self.run_job(activity).await,
-                    Command::Show => self.show_jobs(activity).await,
-                    Command::Done(argument) => self.done(activity, argument).await,
-                    Command::Reminder(command) => self.reminder(activity, command).await,
-                    Command::Help => self.reply(activity, Activity::message(HELP_TEXT)).await,
+                    Command::Run => self.run_job(turn).await,
+                    Command::Show => self.show_jobs(turn).await,
+                    Command::Done(argument) => self.done(turn, argument).await,
+                    Command::Reminder(command) => self.reminder(turn, command).await,
+                    Command::Help => self.answer(turn, Activity::message(HELP_TEXT)).await,
                 }
             }
-            activity_types::CONVERSATION_UPDATE => self.welcome(activity).await,
+            activity_types::CONVERSATION_UPDATE => self.welcome(turn).await,
             activity_types::EVENT
                 if activity
                     .name
@@ -233,15 +270,45 @@ impl Bot {
         }
     }
 
-    async fn reply(&self, activity: &Activity, reply: Activity) -> Result<(), TurnError> {
-        self.connector
+    /// Replies in the turn; the first reply carries the notifications held for the
+    /// conversation ([`Folder`]). Returns the id the Connector gave the reply.
+    async fn reply(
+        &self,
+        turn: &Turn<'_>,
+        mut reply: Activity,
+    ) -> Result<Option<String>, TurnError> {
+        let activity = turn.activity;
+        let held = std::mem::take(&mut *turn.held.lock().unwrap_or_else(|p| p.into_inner()));
+        let folding = match (&self.folder, activity.conversation_id()) {
+            (Some(folder), Some(conversation)) if !held.is_empty() => {
+                Some((folder, folder.take(conversation, &held).await))
+            }
+            _ => None,
+        };
+        if let Some((_, folded)) = &folding {
+            folded.append_to(&mut reply);
+        }
+        let sent = self
+            .connector
             .reply_to_activity(&activity.reply_with(reply))
-            .await?;
-        Ok(())
+            .await;
+        if let Some((folder, folded)) = folding {
+            match &sent {
+                Ok(response) => folder.sent(folded, response.id.clone()).await,
+                Err(_) => folder.unsent(folded).await,
+            }
+        }
+        Ok(sent?.id)
+    }
+
+    /// [`Bot::reply`], when the reply's id is not needed.
+    async fn answer(&self, turn: &Turn<'_>, reply: Activity) -> Result<(), TurnError> {
+        self.reply(turn, reply).await.map(drop)
     }
 
     /// Members other than the bot joined: welcome them and say what the bot does.
-    pub async fn welcome(&self, activity: &Activity) -> Result<(), TurnError> {
+    async fn welcome(&self, turn: &Turn<'_>) -> Result<(), TurnError> {
+        let activity = turn.activity;
         let bot_id = activity.recipient.as_ref().map(|r| r.id.as_str());
         let humans_added = activity
             .members_added
@@ -250,34 +317,38 @@ impl Bot {
             .any(|member| Some(member.id.as_str()) != bot_id);
         if humans_added {
             let text = format!("{WELCOME_TEXT} {HELP_TEXT}");
-            self.reply(activity, Activity::message(text)).await?;
+            self.answer(turn, Activity::message(text)).await?;
         }
         Ok(())
     }
 
     /// `remind me …`, `reminders`, `cancel reminder N`: answered by [`Reminders`].
-    pub async fn reminder(
-        &self,
-        activity: &Activity,
-        command: ReminderCommand,
-    ) -> Result<(), TurnError> {
+    async fn reminder(&self, turn: &Turn<'_>, command: ReminderCommand) -> Result<(), TurnError> {
         let Some(reminders) = &self.reminders else {
-            return self.reply(activity, Activity::message(HELP_TEXT)).await;
+            return self.answer(turn, Activity::message(HELP_TEXT)).await;
         };
-        let text = reminders.answer(activity, command, Utc::now()).await?;
-        self.reply(activity, Activity::markdown(text)).await
+        let text = reminders.answer(turn.activity, command, Utc::now()).await?;
+        self.answer(turn, Activity::markdown(text)).await
     }
 
-    /// `run`: create a job holding this turn's conversation reference and say its number.
-    pub async fn run_job(&self, activity: &Activity) -> Result<(), TurnError> {
-        let reference = ConversationReference::from_incoming(activity);
+    /// `run`: create a job holding this turn's conversation reference and say its number. The
+    /// reply's activity id is kept with the job, which updates the reply when it completes.
+    async fn run_job(&self, turn: &Turn<'_>) -> Result<(), TurnError> {
+        let reference = ConversationReference::from_incoming(turn.activity);
         let job = self.create_job(reference).await?;
         tracing::info!(job = %job.number, conversation = %job.reference.conversation.id, "job created");
         let n = job.number;
         let text = format!(
             "Job {n} is running. We'll notify you when it's complete. (To complete it now, type **done {n}**.)"
         );
-        self.reply(activity, Activity::markdown(text)).await
+        let Some(activity_id) = self.reply(turn, Activity::markdown(text)).await? else {
+            return Ok(());
+        };
+        // Best effort: without it the completion is still notified, only not shown in place.
+        if let Err(error) = self.store.announce(n, &activity_id).await {
+            tracing::warn!(error = %error, job = %n, "could not keep the running reply's id");
+        }
+        Ok(())
     }
 
     async fn create_job(&self, reference: ConversationReference) -> Result<Job, TurnError> {
@@ -294,13 +365,20 @@ impl Bot {
         Err(TurnError::NoFreeNumber(CREATE_ATTEMPTS))
     }
 
-    /// `show`: the most recent jobs as a table, or "The job log is empty."
-    pub async fn show_jobs(&self, activity: &Activity) -> Result<(), TurnError> {
-        let page = self.store.list_recent(SHOW_LIMIT).await?;
+    /// `show`: the most recent jobs of this conversation's tenant, as an Adaptive Card on
+    /// Teams (which renders no Markdown tables) and a Markdown table elsewhere; or "The job
+    /// log is empty."
+    async fn show_jobs(&self, turn: &Turn<'_>) -> Result<(), TurnError> {
+        let activity = turn.activity;
+        let tenant = ConversationReference::from_incoming(activity)
+            .tenant_id()
+            .map(str::to_owned);
+        let page = self
+            .store
+            .list_recent(tenant.as_deref(), SHOW_LIMIT)
+            .await?;
         if page.jobs.is_empty() {
-            return self
-                .reply(activity, Activity::message(EMPTY_LOG_TEXT))
-                .await;
+            return self.answer(turn, Activity::message(EMPTY_LOG_TEXT)).await;
         }
         let notifications = self
             .notifier
@@ -312,34 +390,39 @@ impl Bot {
                     .collect::<Vec<_>>(),
             )
             .await?;
-        let mut text = String::from("| Job | Conversation | State |\n|---|---|---|\n");
-        for job in &page.jobs {
-            let conversation = &job.reference.conversation;
-            let place = match conversation.name.as_deref() {
-                Some(name) if !name.is_empty() => name,
-                _ => conversation.id.as_str(),
-            };
-            text.push_str(&format!(
-                "| {} | {} ({}) | {} |\n",
-                job.number,
-                escape_cell(place),
-                escape_cell(&job.reference.channel_id),
-                escape_cell(&job_state(job, &notifications))
-            ));
-        }
-        if page.total > page.jobs.len() {
-            text.push_str(&format!(
-                "\nShowing the {} most recent of {} jobs; {} more not shown.",
+        let rows: Vec<[String; 3]> = page
+            .jobs
+            .iter()
+            .map(|job| {
+                let conversation = &job.reference.conversation;
+                let place = match conversation.name.as_deref() {
+                    Some(name) if !name.is_empty() => name,
+                    _ => conversation.id.as_str(),
+                };
+                [
+                    job.number.to_string(),
+                    format!("{place} ({})", job.reference.channel_id),
+                    job_state(job, &notifications),
+                ]
+            })
+            .collect();
+        let more = (page.total > page.jobs.len()).then(|| {
+            format!(
+                "Showing the {} most recent of {} jobs; {} more not shown.",
                 page.jobs.len(),
                 page.total,
                 page.total - page.jobs.len()
-            ));
-        }
-        self.reply(activity, Activity::markdown(text)).await
+            )
+        });
+        let reply = match activity.channel_id.as_deref() {
+            Some("msteams") => jobs_card(&rows, more.as_deref()),
+            _ => Activity::markdown(jobs_table(&rows, more.as_deref())),
+        };
+        self.answer(turn, reply).await
     }
 
     /// `done …`: every variant answered; a running job gets a completion on the queue.
-    pub async fn done(&self, activity: &Activity, argument: DoneArgument) -> Result<(), TurnError> {
+    async fn done(&self, turn: &Turn<'_>, argument: DoneArgument) -> Result<(), TurnError> {
         let text = match argument {
             DoneArgument::Missing => {
                 "Which job? Type **done** followed by the job number, for example **done 123456**. Type **show** to see the jobs.".to_owned()
@@ -356,11 +439,11 @@ impl Bot {
                 CompletionRequest::AlreadyComplete => format!("Job {number} is already complete."),
             },
         };
-        self.reply(activity, Activity::markdown(text)).await
+        self.answer(turn, Activity::markdown(text)).await
     }
 
     /// The job system's own completion: like `done`, without a reply.
-    pub async fn job_complete_event(&self, activity: &Activity) -> Result<(), TurnError> {
+    async fn job_complete_event(&self, activity: &Activity) -> Result<(), TurnError> {
         let number = activity.value.as_ref().and_then(job_number_from_value);
         let Some(number) = number else {
             tracing::warn!(value = ?activity.value, "job completion event without a job number; ignored");
@@ -381,16 +464,37 @@ impl Bot {
             return Ok(CompletionRequest::AlreadyComplete);
         }
         let now = Utc::now();
+        let source = Source::Job {
+            number: number.get(),
+        };
+        // Not urgent (the default): held while the user is talking, digested with others.
         let notification = Notification::new(
             job.completion_notification_id(),
-            Source::Job {
-                number: number.get(),
-            },
+            source.clone(),
             job.reference.clone(),
-            Content::text(format!("Job {number} is complete.")),
+            Content::text(format!("Job {number} is complete.")).with_digest(DigestLine {
+                key: "job-complete".to_owned(),
+                item: number.to_string(),
+                summary: "{count} jobs are complete: {items}.".to_owned(),
+            }),
             now,
         );
         let notification = self.notifier.notify(notification).await?;
+        if let Some(activity_id) = &job.announcement {
+            let mut update = Notification::new(
+                job.announcement_update_id(),
+                source,
+                job.reference.clone(),
+                Content::text(format!(
+                    "Job {number} is complete (started {}, completed {} UTC).",
+                    job.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    now.format("%H:%M:%S")
+                )),
+                now,
+            );
+            update.update_of = Some(activity_id.clone());
+            self.notifier.notify(update).await?;
+        }
         match self.store.complete(number, &notification.id, now).await? {
             CompleteOutcome::Completed(_) => {
                 tracing::info!(job = %number, notification = %notification.id, correlation_id = %notification.correlation_id, "job complete; notification queued");
@@ -451,6 +555,68 @@ fn job_number_from_value(value: &Value) -> Option<JobNumber> {
             .and_then(job_number_from_value),
         _ => None,
     }
+}
+
+/// The job list as a Markdown table (Web Chat, the Emulator, Direct Line clients).
+fn jobs_table(rows: &[[String; 3]], more: Option<&str>) -> String {
+    let mut text = String::from("| Job | Conversation | State |\n|---|---|---|\n");
+    for [number, place, state] in rows {
+        text.push_str(&format!(
+            "| {number} | {} | {} |\n",
+            escape_cell(place),
+            escape_cell(state)
+        ));
+    }
+    if let Some(more) = more {
+        text.push_str(&format!("\n{more}"));
+    }
+    text
+}
+
+/// The job list as an Adaptive Card (Teams renders no Markdown tables). Rows are column sets,
+/// which every Teams client renders (the `Table` element needs schema 1.5).
+fn jobs_card(rows: &[[String; 3]], more: Option<&str>) -> Activity {
+    let row = |cells: [&str; 3], header: bool| {
+        json!({
+            "type": "ColumnSet",
+            "spacing": if header { "None" } else { "Small" },
+            "separator": !header,
+            "columns": cells.iter().zip(["auto", "stretch", "stretch"]).map(|(text, width)| json!({
+                "type": "Column",
+                "width": width,
+                "items": [{
+                    "type": "TextBlock",
+                    "text": text,
+                    "wrap": true,
+                    "weight": if header { "Bolder" } else { "Default" },
+                }],
+            })).collect::<Vec<_>>(),
+        })
+    };
+    let mut body = vec![row(["Job", "Conversation", "State"], true)];
+    body.extend(
+        rows.iter()
+            .map(|[number, place, state]| row([number, place, state], false)),
+    );
+    if let Some(more) = more {
+        body.push(json!({"type": "TextBlock", "text": more, "isSubtle": true, "wrap": true}));
+    }
+    let mut activity = Activity::message("");
+    activity.text = None;
+    activity.text_format = None;
+    activity.extra.insert(
+        "attachments".to_owned(),
+        json!([{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": body,
+            },
+        }]),
+    );
+    activity
 }
 
 /// Keeps user-controlled names from breaking the Markdown table.

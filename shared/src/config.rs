@@ -107,6 +107,12 @@ pub struct Settings {
     pub backend: Backend,
     pub max_receives: u32,
     pub limits: LimitsConfig,
+    /// How notifications fit the conversation: the digest window (`DIGEST_WINDOW_SECONDS`),
+    /// the quiet period that holds non-urgent ones (`QUIET_SECONDS`) and the longest hold
+    /// (`MAX_HOLD_SECONDS`). See [`crate::delivery::EngineConfig`].
+    pub digest_window: std::time::Duration,
+    pub quiet: std::time::Duration,
+    pub max_hold: std::time::Duration,
     pub job_retention_days: u32,
     /// How long registered conversations are kept: inactive ones, retired ones.
     pub registry_retention: RegistryRetention,
@@ -239,6 +245,22 @@ impl Settings {
                     value,
                 }),
         };
+        let seconds = |name: &'static str, default: u64| match get(name) {
+            None => Ok(std::time::Duration::from_secs(default)),
+            Some(value) => value
+                .parse::<u64>()
+                .ok()
+                .filter(|s| *s <= 86_400)
+                .map(std::time::Duration::from_secs)
+                .ok_or(ConfigError::Invalid {
+                    name,
+                    expected: "a number of seconds from 0 to 86400",
+                    value,
+                }),
+        };
+        let digest_window = seconds("DIGEST_WINDOW_SECONDS", 3)?;
+        let quiet = seconds("QUIET_SECONDS", 5)?;
+        let max_hold = seconds("MAX_HOLD_SECONDS", 600)?;
         let job_retention_days = days("JOB_RETENTION_DAYS", 30)?;
         let registry_retention = RegistryRetention {
             inactive: chrono::Duration::days(days("REGISTRY_INACTIVE_DAYS", 365)?.into()),
@@ -250,6 +272,9 @@ impl Settings {
             backend,
             max_receives,
             limits,
+            digest_window,
+            quiet,
+            max_hold,
             job_retention_days,
             registry_retention,
             app_password_secret_arn: get("MicrosoftAppPasswordSecretArn"),
@@ -457,6 +482,26 @@ mod tests {
             .to_string();
         assert!(error.contains("RATE_LIMITS"), "{error}");
         assert!(settings(&[("DELIVERY_MAX_RECEIVES", "0")]).is_err());
+    }
+
+    #[test]
+    fn the_conversation_settings_default_and_parse() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.digest_window, std::time::Duration::from_secs(3));
+        assert_eq!(s.quiet, std::time::Duration::from_secs(5));
+        assert_eq!(s.max_hold, std::time::Duration::from_secs(600));
+        let s = settings(&[
+            ("DIGEST_WINDOW_SECONDS", "0"),
+            ("QUIET_SECONDS", "0"),
+            ("MAX_HOLD_SECONDS", "60"),
+        ])
+        .unwrap();
+        assert!(s.digest_window.is_zero() && s.quiet.is_zero());
+        assert_eq!(s.max_hold, std::time::Duration::from_secs(60));
+        for bad in ["-1", "soon", "86401"] {
+            let error = settings(&[("QUIET_SECONDS", bad)]).unwrap_err().to_string();
+            assert!(error.contains("QUIET_SECONDS"), "{error}");
+        }
     }
 
     #[test]

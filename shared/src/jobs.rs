@@ -120,6 +120,10 @@ pub struct Job {
     /// The conversation the completion is reported to.
     pub reference: ConversationReference,
     pub status: JobStatus,
+    /// The id the Connector gave the bot's "Job N is running…" reply: updated in place when
+    /// the job completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announcement: Option<String>,
 }
 
 impl Job {
@@ -134,6 +138,7 @@ impl Job {
             requester: reference.user.clone(),
             reference,
             status: JobStatus::Running,
+            announcement: None,
         }
     }
 
@@ -147,6 +152,21 @@ impl Job {
             self.created_at.timestamp_millis()
         ))
         .expect("digits and dashes form a notification id")
+    }
+
+    /// The id of the notification updating the "running" reply in place.
+    pub fn announcement_update_id(&self) -> NotificationId {
+        NotificationId::parse(&format!(
+            "job-{}-{}-update",
+            self.number,
+            self.created_at.timestamp_millis()
+        ))
+        .expect("digits and dashes form a notification id")
+    }
+
+    /// The tenant whose `show` lists this job (`None`: channels without tenants).
+    pub fn tenant(&self) -> Option<&str> {
+        self.reference.tenant_id()
     }
 }
 
@@ -190,8 +210,12 @@ pub enum StoreError {
 ///   [`StoreError::Duplicate`] otherwise — a number is never reused while its job exists and a
 ///   job is never overwritten, so callers can retry with a fresh number.
 /// - `get` returns `Ok(None)` for an unknown number, never an error.
-/// - `list_recent` returns at most `limit` jobs, most recently created first, and the total
-///   number of jobs; it MUST NOT load every job to build the page.
+/// - `list_recent` returns at most `limit` jobs **of `tenant`** (the tenant of the job's
+///   conversation; `None`: the jobs of conversations without one), most recently created
+///   first, and the total number of that tenant's jobs; it MUST NOT load every job to build
+///   the page. One tenant never sees another's jobs.
+/// - `announce` records the activity id of the job's "running" reply, if the job exists
+///   (`Ok(false)` otherwise); it changes nothing else.
 /// - `complete` is one atomic conditional transition Running → Complete (recording the
 ///   notification id); otherwise it changes nothing and returns `AlreadyComplete` with the
 ///   stored job, or `NotFound`. Complete jobs get the store's retention (TTL).
@@ -201,7 +225,8 @@ pub enum StoreError {
 pub trait JobStore: Send + Sync {
     async fn create(&self, job: &Job) -> Result<(), StoreError>;
     async fn get(&self, number: JobNumber) -> Result<Option<Job>, StoreError>;
-    async fn list_recent(&self, limit: usize) -> Result<JobPage, StoreError>;
+    async fn list_recent(&self, tenant: Option<&str>, limit: usize) -> Result<JobPage, StoreError>;
+    async fn announce(&self, number: JobNumber, activity_id: &str) -> Result<bool, StoreError>;
     async fn complete(
         &self,
         number: JobNumber,

@@ -59,6 +59,10 @@ pub struct Registration {
     pub last_seen: DateTime<Utc>,
     #[serde(flatten)]
     pub status: Status,
+    /// Notifications the delivery engine is holding until the user stops talking (see
+    /// [`crate::delivery::fold`]): the bot's answer to the user's next message carries them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
 }
 
 impl Registration {
@@ -135,7 +139,11 @@ impl Default for RegistryRetention {
 /// Contract, for every adapter:
 /// - `seen` creates the record (Active, first = last seen = `now`) or updates it: the
 ///   reference replaced by `reference`, last seen `now`, status Active again (a retired
-///   conversation that talks again is revived), first seen kept. One write.
+///   conversation that talks again is revived), first seen kept. One write, which returns the
+///   notifications held for the conversation (`held`, unchanged by it).
+/// - `hold` adds a notification id to the conversation's `held` set (a set: adding one twice
+///   keeps one), if the conversation is registered (`Ok(false)` otherwise); `release` removes
+///   ids from it (unknown ones are ignored). Neither touches anything else.
 /// - `retire` sets Retired with `reason` and `now`, if the conversation is registered and
 ///   active; an unknown or already retired conversation is left as it is (`Ok(false)`).
 /// - `get` returns `Ok(None)` for an unknown conversation; `get_many` returns the ones that
@@ -155,6 +163,12 @@ pub trait ConversationRegistry: Send + Sync {
         &self,
         reference: &ConversationReference,
         now: DateTime<Utc>,
+    ) -> Result<Vec<String>, RegistryError>;
+    async fn hold(&self, conversation_id: &str, notification: &str) -> Result<bool, RegistryError>;
+    async fn release(
+        &self,
+        conversation_id: &str,
+        notifications: &[String],
     ) -> Result<(), RegistryError>;
     async fn retire(
         &self,
@@ -224,6 +238,14 @@ const REMEMBERED: usize = 10_000;
 /// What a registrar remembers: per conversation, the serviceUrl it wrote and when.
 type Written = Arc<Mutex<HashMap<String, (String, Instant)>>>;
 
+/// What [`Registrar::record`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    pub wrote: bool,
+    /// Ids of the notifications held for the conversation until the user's next message.
+    pub held: Vec<String>,
+}
+
 /// The bot's side of the registry: one write per accepted activity at most.
 ///
 /// A message from a conversation this process wrote less than `refresh` ago, with the same
@@ -264,10 +286,11 @@ impl Registrar {
         })
     }
 
-    /// Records what `activity` says about its conversation. Returns whether it wrote.
-    pub async fn record(&self, activity: &Activity) -> Result<bool, RegistryError> {
+    /// Records what `activity` says about its conversation: whether it wrote, and the
+    /// notifications held for the conversation (read by the write; none when skipped).
+    pub async fn record(&self, activity: &Activity) -> Result<Recorded, RegistryError> {
         let Some(conversation) = activity.conversation_id().filter(|id| !id.is_empty()) else {
-            return Ok(false);
+            return Ok(Recorded::default());
         };
         let now = Utc::now();
         match observe(activity) {
@@ -275,7 +298,10 @@ impl Registrar {
                 self.forget(conversation);
                 self.registry.retire(conversation, reason, now).await?;
                 tracing::info!(conversation, reason, "conversation retired");
-                Ok(true)
+                Ok(Recorded {
+                    wrote: true,
+                    held: Vec::new(),
+                })
             }
             Observation::Seen => {
                 let reference = ConversationReference::from_incoming(activity);
@@ -286,11 +312,11 @@ impl Registrar {
                     activity_types::CONVERSATION_UPDATE | activity_types::INSTALLATION_UPDATE
                 );
                 if !lifecycle && self.written_recently(conversation, &reference.service_url) {
-                    return Ok(false);
+                    return Ok(Recorded::default());
                 }
-                self.registry.seen(&reference, now).await?;
+                let held = self.registry.seen(&reference, now).await?;
                 self.remember(conversation, &reference.service_url);
-                Ok(true)
+                Ok(Recorded { wrote: true, held })
             }
         }
     }
@@ -334,8 +360,20 @@ impl ConversationRegistry for Forgetting {
         &self,
         reference: &ConversationReference,
         now: DateTime<Utc>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Vec<String>, RegistryError> {
         self.inner.seen(reference, now).await
+    }
+
+    async fn hold(&self, conversation_id: &str, notification: &str) -> Result<bool, RegistryError> {
+        self.inner.hold(conversation_id, notification).await
+    }
+
+    async fn release(
+        &self,
+        conversation_id: &str,
+        notifications: &[String],
+    ) -> Result<(), RegistryError> {
+        self.inner.release(conversation_id, notifications).await
     }
 
     async fn retire(
@@ -430,23 +468,28 @@ mod tests {
             Arc::new(crate::adapters::memory_registry::MemoryConversationRegistry::new());
         let registrar = Registrar::new(registry.clone(), DEFAULT_REFRESH);
         let message = from("c1", "message", "https://a/");
-        assert!(registrar.record(&message).await.unwrap(), "first message");
         assert!(
-            !registrar.record(&message).await.unwrap(),
+            registrar.record(&message).await.unwrap().wrote,
+            "first message"
+        );
+        assert!(
+            !registrar.record(&message).await.unwrap().wrote,
             "nothing changed"
         );
         assert!(
             registrar
                 .record(&from("c2", "message", "https://a/"))
                 .await
-                .unwrap(),
+                .unwrap()
+                .wrote,
             "another conversation"
         );
         assert!(
             registrar
                 .record(&from("c1", "message", "https://b/"))
                 .await
-                .unwrap(),
+                .unwrap()
+                .wrote,
             "a new serviceUrl"
         );
         assert_eq!(
@@ -463,12 +506,13 @@ mod tests {
             registrar
                 .record(&from("c1", "conversationUpdate", "https://b/"))
                 .await
-                .unwrap(),
+                .unwrap()
+                .wrote,
             "lifecycle activities always write"
         );
         let mut uninstall = from("c1", "installationUpdate", "https://b/");
         uninstall.extra.insert("action".into(), json!("remove"));
-        assert!(registrar.record(&uninstall).await.unwrap());
+        assert!(registrar.record(&uninstall).await.unwrap().wrote);
         assert!(
             !registry
                 .get("c1")
@@ -482,7 +526,8 @@ mod tests {
             registrar
                 .record(&from("c1", "message", "https://b/"))
                 .await
-                .unwrap(),
+                .unwrap()
+                .wrote,
             "a retired conversation's next message writes"
         );
         assert!(
@@ -497,16 +542,17 @@ mod tests {
 
         let typing = from("c2", "typing", "https://a/");
         assert!(
-            !registrar.record(&typing).await.unwrap(),
+            !registrar.record(&typing).await.unwrap().wrote,
             "a typing indicator in a conversation written moments ago writes nothing"
         );
         let no_conversation = activity(json!({"type": "message", "text": "hi"}));
-        assert!(!registrar.record(&no_conversation).await.unwrap());
+        assert!(!registrar.record(&no_conversation).await.unwrap().wrote);
         assert_eq!(
             Registrar::new(registry.clone(), Duration::ZERO)
                 .record(&message)
                 .await
-                .ok(),
+                .ok()
+                .map(|recorded| recorded.wrote),
             Some(true),
             "a zero refresh writes every time"
         );
@@ -518,16 +564,19 @@ mod tests {
             Arc::new(crate::adapters::memory_registry::MemoryConversationRegistry::new());
         let registrar = Registrar::new(registry.clone(), DEFAULT_REFRESH);
         let message = from("c1", "message", "https://a/");
-        registrar.record(&message).await.unwrap();
+        registrar.record(&message).await.unwrap().wrote;
         // The engine of another process: the registrar cannot know, and skips.
         registry.retire("c1", "404", Utc::now()).await.unwrap();
-        assert!(!registrar.record(&message).await.unwrap());
+        assert!(!registrar.record(&message).await.unwrap().wrote);
         registrar.forget("c1");
-        registrar.record(&message).await.unwrap();
+        registrar.record(&message).await.unwrap().wrote;
         // The engine of this process.
         let engine_side = registrar.forgetting_registry();
         assert!(engine_side.retire("c1", "404", Utc::now()).await.unwrap());
-        assert!(registrar.record(&message).await.unwrap(), "written at once");
+        assert!(
+            registrar.record(&message).await.unwrap().wrote,
+            "written at once"
+        );
         assert!(
             registry
                 .get("c1")

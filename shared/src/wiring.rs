@@ -25,6 +25,7 @@ use crate::bot::Bot;
 use crate::config::{Backend, ConfigError, ReminderScheduling, Settings};
 use crate::connector::{ConnectorClient, ConnectorConfig, ServiceUrlPolicy};
 use crate::delivery::consumer::DeliveryQueue;
+use crate::delivery::fold::Folder;
 use crate::delivery::limits::{LimitsConfig, RateLimitStore, RateLimiter};
 use crate::delivery::{
     DeliveryEngine, EngineConfig, NotificationQueue, NotificationStore, Notifier,
@@ -239,6 +240,9 @@ impl Services {
             settings.limits.clone(),
             EngineConfig {
                 max_receives: settings.max_receives,
+                digest_window: settings.digest_window,
+                quiet: settings.quiet,
+                max_hold: settings.max_hold,
                 ..EngineConfig::default()
             },
             ports,
@@ -277,14 +281,22 @@ impl Services {
             ports.reminders.scheduler,
             notifier.clone(),
         ));
-        let registrar = Registrar::new(ports.registry.clone(), DEFAULT_REFRESH);
+        // Holding notifications while the user talks needs every turn's time in the registry
+        // (and that write returns what is held): no skipping then.
+        let refresh = match engine.quiet.is_zero() {
+            true => DEFAULT_REFRESH,
+            false => std::time::Duration::ZERO,
+        };
+        let registrar = Registrar::new(ports.registry.clone(), refresh);
+        let folder = Folder::new(ports.notifications.clone(), ports.registry.clone());
         // The engine's retirements reach the registrar of this process (the local runner), so
         // a conversation retired after a 403/404 is revived by its very next message.
         let engine_registry = registrar.forgetting_registry();
         let bot = Arc::new(
             Bot::new(ports.jobs.clone(), notifier.clone(), connector.clone())
                 .with_reminders(reminders.clone())
-                .with_registrar(registrar),
+                .with_registrar(registrar)
+                .with_folder(folder),
         );
         let queue: Arc<dyn crate::delivery::NotificationQueue> = ports.queue.clone();
         let notify = Arc::new(NotifyService::new(

@@ -67,6 +67,11 @@ async fn fixture(options: Options) -> Fixture {
         EngineConfig {
             lease: options.lease,
             max_receives: options.max_receives,
+            // One message per notification, never held: these tests are about delivery
+            // itself (digests and holding have their own, in tests/conversation_flow.rs).
+            digest_window: Duration::ZERO,
+            quiet: Duration::ZERO,
+            ..EngineConfig::default()
         },
         ports,
     )

@@ -140,6 +140,11 @@ fn queued(name: &str) -> Notification {
                 "body": [{"type": "TextBlock", "text": "Ünïcödé ✓", "wrap": true}]
             }
         })],
+        digest: Some(proactive_bot::delivery::DigestLine {
+            key: "job-complete".to_owned(),
+            item: "7".to_owned(),
+            summary: "{count} jobs are complete: {items}.".to_owned(),
+        }),
     };
     let mut notification = Notification::new(
         id(name),
@@ -159,7 +164,8 @@ fn queued(name: &str) -> Notification {
 #[tokio::test]
 async fn a_notification_reads_back_unchanged_with_attachments_unicode_and_unknown_fields() {
     let f = fixture("roundtrip").await;
-    let notification = queued("job-7");
+    let mut notification = queued("job-7");
+    notification.update_of = Some("1:activity/7".to_owned());
 
     f.counter.reset();
     let created = f.store.create(&notification).await.expect("create");

@@ -12,6 +12,9 @@ use proactive_bot::schema::ConversationReference;
 use proactive_bot::testing::moto::{self, MotoServer, RequestCounter};
 use serde_json::json;
 
+/// The tenant of [`teams_job`]'s conversation.
+const TENANT: &str = "72f988bf-0000-0000-0000-000000000000";
+
 struct Fixture {
     store: DynamoJobStore,
     client: aws_sdk_dynamodb::Client,
@@ -74,7 +77,7 @@ fn teams_job(n: u32, created_ms: i64) -> Job {
             "id": "19:f00dfeed@thread.skype;messageid=1",
             "isGroup": true,
             "conversationType": "channel",
-            "tenantId": "72f988bf-0000-0000-0000-000000000000",
+            "tenantId": TENANT,
             "futureConversationField": {"nested": [1, 2, 3]}
         },
         "channelId": "msteams",
@@ -112,7 +115,8 @@ async fn a_created_job_reads_back_unchanged_with_unknown_reference_fields_and_a_
     );
     assert_eq!(read.requester.extra["userRole"], "user");
     let item = f.raw_item(job.number).await;
-    assert_eq!(item["listKey"], AttributeValue::S("job".into()));
+    // Listed under its tenant: `show` in another tenant never reads it.
+    assert_eq!(item["listKey"], AttributeValue::S(format!("job#{TENANT}")));
     assert_eq!(item["createdAt"], AttributeValue::N((T0 + 7).to_string()));
     assert_eq!(item["state"], AttributeValue::S("running".into()));
     assert!(
@@ -160,7 +164,7 @@ async fn an_item_missing_its_reference_is_reported_corrupt_without_a_panic() {
         .put_item()
         .table_name(&f.table)
         .item("jobNumber", AttributeValue::N("424242".into()))
-        .item("listKey", AttributeValue::S("job".into()))
+        .item("listKey", AttributeValue::S(format!("job#{TENANT}")))
         .item("createdAt", AttributeValue::N(T0.to_string()))
         .item("state", AttributeValue::S("running".into()))
         .item("requester", AttributeValue::S("{}".into()))
@@ -191,7 +195,7 @@ async fn an_item_missing_its_reference_is_reported_corrupt_without_a_panic() {
         .create(&teams_job(100_001, T0 + 1))
         .await
         .expect("create");
-    let page = f.store.list_recent(10).await.expect("list");
+    let page = f.store.list_recent(Some(TENANT), 10).await.expect("list");
     assert_eq!(page.jobs.len(), 1);
     assert_eq!(page.total, 2);
 }
@@ -210,7 +214,7 @@ async fn listing_25_jobs_with_limit_10_returns_the_10_most_recent_in_order_by_qu
     }
 
     f.counter.reset();
-    let page = f.store.list_recent(10).await.expect("list");
+    let page = f.store.list_recent(Some(TENANT), 10).await.expect("list");
 
     let listed: Vec<u32> = page.jobs.iter().map(|j| j.number.get() - 300_000).collect();
     assert_eq!(listed, (16..=25).rev().collect::<Vec<_>>());
@@ -224,9 +228,9 @@ async fn listing_25_jobs_with_limit_10_returns_the_10_most_recent_in_order_by_qu
     assert_eq!(f.counter.count("DynamoDB", "Scan"), 0);
     assert_eq!(f.counter.total(), 2, "{:?}", f.counter.snapshot());
 
-    let all = f.store.list_recent(100).await.expect("list");
+    let all = f.store.list_recent(Some(TENANT), 100).await.expect("list");
     assert_eq!((all.jobs.len(), all.total), (25, 25));
-    let none = f.store.list_recent(0).await.expect("list");
+    let none = f.store.list_recent(Some(TENANT), 0).await.expect("list");
     assert_eq!((none.jobs.len(), none.total), (0, 25));
 }
 
@@ -323,4 +327,56 @@ async fn running_jobs_never_expire() {
     let job = teams_job(400_003, T0);
     f.store.create(&job).await.expect("create");
     assert!(!f.raw_item(job.number).await.contains_key("expiresAt"));
+}
+
+#[tokio::test]
+async fn each_tenant_lists_only_its_own_jobs_and_a_running_reply_is_remembered() {
+    let f = fixture("tenants").await;
+    let mut other = teams_job(500_002, T0 + 2);
+    other.reference.conversation.tenant_id = Some("other-tenant".into());
+    let mut none = teams_job(500_003, T0 + 3);
+    none.reference.conversation.tenant_id = None;
+    for job in [&teams_job(500_001, T0 + 1), &other, &none] {
+        f.store.create(job).await.expect("create");
+    }
+    let listed = |page: proactive_bot::jobs::JobPage| {
+        (
+            page.jobs.iter().map(|j| j.number.get()).collect::<Vec<_>>(),
+            page.total,
+        )
+    };
+    assert_eq!(
+        listed(f.store.list_recent(Some(TENANT), 10).await.unwrap()),
+        (vec![500_001], 1)
+    );
+    assert_eq!(
+        listed(f.store.list_recent(Some("other-tenant"), 10).await.unwrap()),
+        (vec![500_002], 1)
+    );
+    assert_eq!(
+        listed(f.store.list_recent(None, 10).await.unwrap()),
+        (vec![500_003], 1)
+    );
+    assert_eq!(
+        listed(f.store.list_recent(Some("nobody"), 10).await.unwrap()),
+        (vec![], 0)
+    );
+
+    // The running reply's id: one conditional update, read back with the job.
+    f.counter.reset();
+    assert!(
+        f.store
+            .announce(number(500_001), "1:reply-id")
+            .await
+            .unwrap()
+    );
+    assert_eq!(f.counter.count("DynamoDB", "UpdateItem"), 1);
+    let read = f.store.get(number(500_001)).await.unwrap().unwrap();
+    assert_eq!(read.announcement.as_deref(), Some("1:reply-id"));
+    assert!(read.status.is_running(), "nothing else changed");
+    assert!(
+        !f.store.announce(number(500_999), "1:x").await.unwrap(),
+        "an unknown job is not created by it"
+    );
+    assert!(f.store.get(number(500_999)).await.unwrap().is_none());
 }

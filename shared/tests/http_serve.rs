@@ -115,7 +115,7 @@ async fn a_body_that_stalls_gets_408() {
         after >= Duration::from_millis(250),
         "answered before the timeout: {after:?}"
     );
-    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 0);
+    assert_eq!(services.jobs.list_recent(None, 10).await.unwrap().total, 0);
 }
 
 #[tokio::test]

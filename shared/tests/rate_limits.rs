@@ -57,7 +57,12 @@ fn start_instances(shared: &Shared) -> (Vec<Services>, Vec<tokio::task::JoinHand
         let services = Services::with_limits(
             &AuthConfig::default(),
             test_limits(),
-            EngineConfig::default(),
+            // One message per notification and none held: this is about pacing sends.
+            EngineConfig {
+                digest_window: Duration::ZERO,
+                quiet: Duration::ZERO,
+                ..EngineConfig::default()
+            },
             Ports {
                 jobs: shared.jobs.clone(),
                 notifications: shared.notifications.clone(),

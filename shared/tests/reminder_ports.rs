@@ -155,6 +155,8 @@ fn message(id: &str, conversation: &str) -> DeliveryMessage {
         channel: "msteams".into(),
         tenant: Some("tenant-1".into()),
         correlation_id: "0123456789abcdef".into(),
+        urgent: true,
+        update: false,
     }
 }
 

@@ -43,6 +43,8 @@ fn message(id: &str, conversation: &str) -> DeliveryMessage {
         channel: "msteams".to_owned(),
         tenant: Some("tenant-1".to_owned()),
         correlation_id: format!("corr-{id}"),
+        urgent: false,
+        update: false,
     }
 }
 

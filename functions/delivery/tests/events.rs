@@ -275,14 +275,26 @@ async fn the_broadcast_event_fans_out_to_every_active_conversation_then_each_is_
     use proactive_bot::notify::{NotifyBody, Target};
 
     let connector = ConnectorStandIn::start().await;
-    let services = Services::in_memory(&AuthConfig::default()).unwrap();
+    // Delivered as soon as the deliveries are taken off the queue: no digest window (digests
+    // are tested in the messages function's conversation_flow tests).
+    let settings = proactive_bot::config::Settings::from_lookup(|name| {
+        (name == "DIGEST_WINDOW_SECONDS").then(|| "0".to_owned())
+    })
+    .unwrap();
+    let services = Services::with_ports(
+        &AuthConfig::default(),
+        &settings,
+        proactive_bot::wiring::Ports::in_memory(settings.max_receives),
+    )
+    .unwrap();
     for n in 0..3 {
         let mut reference =
             proactive_bot::testing::reference(&connector.service_url(), &format!("c{n}|livechat"));
         reference.conversation.tenant_id = Some("tenant-1".into());
+        // They talked to the bot a minute ago: quiet now, so the broadcast is not held.
         services
             .registry
-            .seen(&reference, Utc::now())
+            .seen(&reference, Utc::now() - chrono::Duration::seconds(60))
             .await
             .unwrap();
     }

@@ -94,14 +94,16 @@ async fn good_tokens_are_accepted_and_replies_carry_one_fetched_bearer_token() {
         post_with(&bot, &a.message(&format!("done {first}")), Some(&channel)).await,
         200
     );
-    let requests = connector.wait_for(2, WAIT).await;
-    let proactive = requests
-        .iter()
-        .find(|r| r.path == a.proactive_path())
-        .expect("proactive message");
+    let proactive = support::wait_for_proactive(&connector, &a, 1).await;
+    let requests = connector.requests();
+    let proactive = proactive.first().expect("proactive message");
     assert_eq!(proactive.authorization, requests[0].authorization);
+    // So does the update of the "running" reply in place.
+    let updates = support::updates(&connector, &a);
+    assert_eq!(updates.len(), 1, "{requests:#?}");
+    assert_eq!(updates[0].authorization, requests[0].authorization);
     assert_eq!(idp.token_request_count(), 1);
-    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 1);
+    assert_eq!(services.jobs.list_recent(None, 10).await.unwrap().total, 1);
     let registration = services.registry.get(&a.id).await.unwrap();
     assert!(
         registration.is_some_and(|r| r.status.is_active()),
@@ -238,7 +240,7 @@ async fn every_bad_token_is_refused_with_401_and_changes_nothing() {
 
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        services.jobs.list_recent(10).await.unwrap().total,
+        services.jobs.list_recent(None, 10).await.unwrap().total,
         0,
         "no job written"
     );
@@ -283,7 +285,7 @@ async fn a_well_signed_request_whose_service_url_is_not_allowed_gets_403_and_cha
     );
 
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 0);
+    assert_eq!(services.jobs.list_recent(None, 10).await.unwrap().total, 0);
     assert!(connector.requests().is_empty());
     assert_eq!(idp.token_request_count(), 0);
     assert!(

@@ -28,7 +28,13 @@ async fn start_on_moto(prefix: &str) -> AwsBot {
     let resources = moto.create_resources(prefix).await;
     let (config, counter) = moto.sdk_config().await;
     let ports = resources.ports(&config, &counter);
-    let settings = Settings::from_lookup(|_| None).unwrap();
+    // The floor: no digest window and no holding, so every request counted below is one the
+    // procedure itself needs (holding adds one registry write per turn, and a held
+    // notification a note and a second receive; the window a second receive).
+    let settings = Settings::from_lookup(|name| {
+        matches!(name, "DIGEST_WINDOW_SECONDS" | "QUIET_SECONDS").then(|| "0".to_owned())
+    })
+    .unwrap();
     let services = Services::with_ports(&AuthConfig::default(), &settings, ports).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bot = LocalBot::start(&services, listener).unwrap();
@@ -59,17 +65,21 @@ async fn the_test_your_bot_procedure_runs_on_dynamodb_and_sqs_at_the_request_flo
         bot_requests(counter),
         vec![
             ("DynamoDB.PutItem".to_owned(), 1),
-            ("DynamoDB.UpdateItem".to_owned(), 1)
+            ("DynamoDB.UpdateItem".to_owned(), 2)
         ],
-        "run = 1 DynamoDB write, and the conversation's first message registers it (1 update)"
+        "run = the job's write and its reply's id (1 update), and the conversation's first \
+         message registers it (1 update)"
     );
     counter.reset();
     let second = job_number(&say(bot, &connector, &a, "run").await);
     assert_ne!(first, second);
     assert_eq!(
         bot_requests(counter),
-        vec![("DynamoDB.PutItem".to_owned(), 1)],
-        "run = 1 DynamoDB write; a conversation registered moments ago is not written again"
+        vec![
+            ("DynamoDB.PutItem".to_owned(), 1),
+            ("DynamoDB.UpdateItem".to_owned(), 1)
+        ],
+        "run = the job's two writes; a conversation registered moments ago is not written again"
     );
 
     counter.reset();
@@ -97,35 +107,44 @@ async fn the_test_your_bot_procedure_runs_on_dynamodb_and_sqs_at_the_request_flo
     counter.reset();
     let completing = say(bot, &connector, &b, &format!("done {first}")).await;
     assert_eq!(completing.text(), format!("Completing job {first}."));
-    let requests = connector.wait_for(2, Duration::from_secs(30)).await;
-    let proactive: Vec<_> = requests
-        .iter()
-        .filter(|r| r.path == a.proactive_path())
-        .collect();
-    assert_eq!(proactive.len(), 1, "{requests:#?}");
+    let proactive = wait_for_proactive(&connector, &a, 1).await;
+    assert_eq!(proactive.len(), 1, "{:#?}", connector.requests());
     assert_eq!(proactive[0].text(), format!("Job {first} is complete."));
     assert_eq!(proactive[0].body["recipient"]["id"], "user-a");
-    // The engine records the delivery, then the poller deletes the message.
-    wait_until(|| async { counter.count("SQS", "DeleteMessageBatch") >= 1 }).await;
+    // The engine records both deliveries (the message, and the update of the "running"
+    // reply), then the poller deletes their messages (in one batch or two).
+    wait_until(|| async {
+        counter.count("DynamoDB", "UpdateItem") >= 5
+            && counter.count("SQS", "DeleteMessageBatch") >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let counts = counter.snapshot();
-    // The turn: read the job, create the notification, queue it, complete the job (b is
-    // registered already). The delivery: read the conversation's registration and its send
-    // log.
-    assert_eq!(counts.get("DynamoDB.GetItem"), Some(&3), "{counts:?}");
+    assert_eq!(
+        updates(&connector, &a).len(),
+        1,
+        "{:#?}",
+        connector.requests()
+    );
+    // The turn: read the job, create the two notifications, queue them, complete the job (b
+    // is registered already). Each delivery: read the conversation's registration; the first
+    // also reads the conversation's send log (then kept in memory).
+    assert_eq!(counts.get("DynamoDB.GetItem"), Some(&4), "{counts:?}");
     assert_eq!(
         counts.get("SQS.SendMessage"),
-        Some(&1),
-        "done queues one delivery: {counts:?}"
+        Some(&2),
+        "done queues two deliveries: {counts:?}"
     );
-    // The delivery: the conversation's send log (read once, then one conditional write), the
-    // claim and the record (two conditional updates), beside the turn's job update.
-    // A third PutItem is the log's correction, written only when the send left later than
-    // its slot (a loaded machine can make moto that slow).
+    // Each delivery: one conditional write of the send log, the claim and the record (two
+    // conditional updates), beside the turn's job update. A log correction (a PutItem) is
+    // written only when a send left later than its slot (a loaded machine can make moto
+    // that slow).
     let puts = counts.get("DynamoDB.PutItem").copied().unwrap_or(0);
-    assert!((2..=3).contains(&puts), "{counts:?}");
-    assert_eq!(counts.get("DynamoDB.UpdateItem"), Some(&3), "{counts:?}");
+    assert!((4..=6).contains(&puts), "{counts:?}");
+    assert_eq!(counts.get("DynamoDB.UpdateItem"), Some(&5), "{counts:?}");
     assert_eq!(counts.get("DynamoDB.Scan"), None);
-    assert_eq!(counts.get("SQS.DeleteMessageBatch"), Some(&1), "{counts:?}");
+    let deletes = counts.get("SQS.DeleteMessageBatch").copied().unwrap_or(0);
+    assert!((1..=2).contains(&deletes), "{counts:?}");
     let number = JobNumber::new(first).unwrap();
     let job = aws.services.jobs.get(number).await.unwrap().unwrap();
     let id = job.status.notification().expect("complete").clone();

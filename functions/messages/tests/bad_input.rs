@@ -15,7 +15,7 @@ async fn a_body_that_is_not_json_is_refused_with_400() {
     assert!(body.contains("not a valid activity"), "{body}");
     let (status, _) = post_raw(&bot, Vec::new(), None).await;
     assert_eq!(status, 400);
-    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 0);
+    assert_eq!(services.jobs.list_recent(None, 10).await.unwrap().total, 0);
     assert!(connector.requests().is_empty());
 }
 
@@ -42,7 +42,7 @@ async fn missing_fields_are_named_in_the_400() {
     bad_time["timestamp"] = json!("yesterday");
     assert_eq!(post(&bot, &bad_time).await.0, 400);
     assert_eq!(
-        services.jobs.list_recent(10).await.unwrap().total,
+        services.jobs.list_recent(None, 10).await.unwrap().total,
         0,
         "no half-written job"
     );
@@ -58,7 +58,7 @@ async fn a_body_over_256_kib_is_refused_with_413() {
     activity["channelData"] = json!({"padding": "x".repeat(256 * 1024)});
     let (status, _) = post(&bot, &activity).await;
     assert_eq!(status, 413);
-    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 0);
+    assert_eq!(services.jobs.list_recent(None, 10).await.unwrap().total, 0);
     // Just under the limit is fine.
     activity["channelData"] = json!({"padding": "x".repeat(200 * 1024)});
     assert_eq!(post(&bot, &activity).await.0, 200);
@@ -185,7 +185,7 @@ async fn a_400_never_echoes_the_input() {
         answer,
         r#"{"error":"body is not a valid activity: wrong type or value at line 1 column 10"}"#
     );
-    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 0);
+    assert_eq!(services.jobs.list_recent(None, 10).await.unwrap().total, 0);
     assert!(connector.requests().is_empty());
 }
 
@@ -203,7 +203,7 @@ async fn a_service_url_the_allowlist_refuses_gets_403_before_the_turn() {
     }
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(
-        services.jobs.list_recent(10).await.unwrap().total,
+        services.jobs.list_recent(None, 10).await.unwrap().total,
         0,
         "no job for a conversation the bot could not answer"
     );
@@ -222,6 +222,6 @@ async fn a_service_url_that_is_not_an_http_url_gets_400_before_the_turn() {
         assert!(body.contains("serviceUrl"), "{body}");
         assert!(!body.contains(service_url), "{body}");
     }
-    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 0);
+    assert_eq!(services.jobs.list_recent(None, 10).await.unwrap().total, 0);
     assert!(connector.requests().is_empty());
 }

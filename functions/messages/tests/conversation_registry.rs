@@ -56,9 +56,21 @@ impl ConversationRegistry for Counting {
         &self,
         reference: &ConversationReference,
         now: DateTime<Utc>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Vec<String>, RegistryError> {
         self.seen.fetch_add(1, Ordering::SeqCst);
         self.inner.seen(reference, now).await
+    }
+
+    async fn hold(&self, conversation_id: &str, notification: &str) -> Result<bool, RegistryError> {
+        self.inner.hold(conversation_id, notification).await
+    }
+
+    async fn release(
+        &self,
+        conversation_id: &str,
+        notifications: &[String],
+    ) -> Result<(), RegistryError> {
+        self.inner.release(conversation_id, notifications).await
     }
 
     async fn retire(
@@ -91,7 +103,17 @@ impl ConversationRegistry for Counting {
 
 /// The local runner over `ports`, with default settings (no authentication).
 async fn start_with(ports: Ports) -> (LocalBot, Services) {
-    let settings = Settings::from_lookup(|_| None).unwrap();
+    start_with_env(ports, &[]).await
+}
+
+/// The local runner over `ports`, with `env` as its environment.
+async fn start_with_env(ports: Ports, env: &[(&str, &str)]) -> (LocalBot, Services) {
+    let settings = Settings::from_lookup(|name| {
+        env.iter()
+            .find(|(key, _)| *key == name)
+            .map(|(_, value)| (*value).to_owned())
+    })
+    .unwrap();
     let services = Services::with_ports(&AuthConfig::default(), &settings, ports).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bot = LocalBot::start(&services, listener).unwrap();
@@ -315,13 +337,17 @@ async fn a_gone_answer_retires_until_the_next_message(status: u16, code: &str) {
     let first = job_number(&say(&bot, &connector, &a, "run").await);
     let second = job_number(&say(&bot, &connector, &a, "run").await);
 
-    // The event has no reply: the next Connector request is the proactive send.
-    connector.script(ScriptedResponse::status(
-        status,
-        Some(&format!(
-            r#"{{"error":{{"code":"{code}","message":"gone"}}}}"#
-        )),
-    ));
+    // The event has no reply: the next Connector requests are the update of the "running"
+    // reply in place, refused (quietly: an update's refusal retires nothing), then the
+    // proactive send, refused the same way.
+    for _ in 0..2 {
+        connector.script(ScriptedResponse::status(
+            status,
+            Some(&format!(
+                r#"{{"error":{{"code":"{code}","message":"gone"}}}}"#
+            )),
+        ));
+    }
     complete_by_event(&bot, &job_system, first).await;
     let notification = settled_completion(&services, first).await;
     assert!(
@@ -387,9 +413,13 @@ async fn a_completion_goes_to_the_conversations_latest_service_url() {
 
     complete_by_event(&bot, &job_system, number).await;
     assert_sent(&services, number).await;
-    let sent = new.wait_for(2, WAIT).await;
-    assert_eq!(sent[1].path, a_after.proactive_path());
-    assert_eq!(sent[1].text(), format!("Job {number} is complete."));
+    let sent = wait_for_proactive(&new, &a_after, 1).await;
+    assert_eq!(sent[0].text(), format!("Job {number} is complete."));
+    assert_eq!(
+        updates(&new, &a_after).len(),
+        1,
+        "the update goes there too"
+    );
     assert_eq!(
         posts_to(&old, &a_before),
         0,
@@ -404,7 +434,8 @@ async fn a_conversation_is_written_once_however_many_messages_but_on_every_lifec
     let counting = Arc::new(Counting::default());
     let mut ports = Ports::in_memory(100);
     ports.registry = counting.clone();
-    let (bot, services) = start_with(ports).await;
+    // Holding off: nothing needs each turn's time, so writes are skipped (see the next test).
+    let (bot, services) = start_with_env(ports, &[("QUIET_SECONDS", "0")]).await;
     let a = Conversation::new("a|livechat", "user-a", &connector);
     let b = Conversation::new("b|livechat", "user-b", &connector);
 
@@ -444,6 +475,23 @@ async fn a_conversation_is_written_once_however_many_messages_but_on_every_lifec
 }
 
 #[tokio::test]
+async fn with_holding_on_every_turn_writes_once_and_reads_back_what_is_held() {
+    let connector = ConnectorStandIn::start().await;
+    let counting = Arc::new(Counting::default());
+    let mut ports = Ports::in_memory(100);
+    ports.registry = counting.clone();
+    let (bot, _services) = start_with(ports).await;
+    let a = Conversation::new("a|livechat", "user-a", &connector);
+    for expected in 1..=3 {
+        say(&bot, &connector, &a, "hello").await;
+        assert_eq!(counting.writes(), expected, "one write per turn, no more");
+    }
+    post_unanswered(&bot, &connector, &a.activity("typing")).await;
+    assert_eq!(counting.writes(), 4, "any activity counts as talking");
+    bot.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_registry_failure_is_logged_and_the_user_is_still_answered() {
     struct Broken;
     #[async_trait]
@@ -452,7 +500,13 @@ async fn a_registry_failure_is_logged_and_the_user_is_still_answered() {
             &self,
             _: &ConversationReference,
             _: DateTime<Utc>,
-        ) -> Result<(), RegistryError> {
+        ) -> Result<Vec<String>, RegistryError> {
+            Err(RegistryError::Unavailable("down".into()))
+        }
+        async fn hold(&self, _: &str, _: &str) -> Result<bool, RegistryError> {
+            Err(RegistryError::Unavailable("down".into()))
+        }
+        async fn release(&self, _: &str, _: &[String]) -> Result<(), RegistryError> {
             Err(RegistryError::Unavailable("down".into()))
         }
         async fn retire(&self, _: &str, _: &str, _: DateTime<Utc>) -> Result<bool, RegistryError> {
@@ -507,7 +561,9 @@ async fn the_lifecycle_on_dynamodb_costs_one_write_per_change() {
     for _ in 0..3 {
         say(&bot, &connector, &a, "hello").await;
     }
-    assert_eq!(updates(&counter), 0, "messages in a row: no further write");
+    // With holding on (the default) the registry keeps each turn's time, in the one write
+    // that also reads back what is held: one per message, never more.
+    assert_eq!(updates(&counter), 3, "messages in a row: one write each");
 
     counter.reset();
     post_unanswered(&bot, &connector, &uninstall(&a)).await;

@@ -137,7 +137,7 @@ async fn the_rest_api_and_function_url_events_reach_the_same_handler() {
             replies[n].text()
         );
     }
-    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 2);
+    assert_eq!(services.jobs.list_recent(None, 10).await.unwrap().total, 2);
 }
 
 #[tokio::test]

@@ -55,14 +55,16 @@ async fn the_test_your_bot_procedure_notifies_the_original_conversation_once() {
     let completing = say(&bot, &connector, &b, &format!("done {first}")).await;
     assert_eq!(completing.text(), format!("Completing job {first}."));
 
-    // The proactive message arrives unprompted in A.
-    let requests = connector.wait_for(2, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let proactive: Vec<_> = connector
-        .requests()
-        .into_iter()
-        .filter(|r| r.path == a.proactive_path())
-        .collect();
+    // The proactive message arrives unprompted in A, with the defaults within a few seconds
+    // (the digest window, and A's quiet period after its last `run`).
+    let asked = std::time::Instant::now();
+    let proactive = wait_for_proactive(&connector, &a, 1).await;
+    let requests = connector.requests();
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        asked.elapsed()
+    );
     assert_eq!(
         proactive.len(),
         1,
@@ -74,7 +76,17 @@ async fn the_test_your_bot_procedure_notifies_the_original_conversation_once() {
     assert_eq!(message.body["recipient"]["id"], "user-a");
     assert_eq!(message.body["conversation"]["id"], json!(a.id));
     assert!(message.body.get("replyToId").is_none());
-    assert_eq!(connector.requests().len(), 2, "nothing else was sent");
+    // And A's "Job N is running" reply now says it is complete, in place.
+    let updates = updates(&connector, &a);
+    assert_eq!(updates.len(), 1, "{requests:#?}");
+    assert!(
+        updates[0]
+            .text()
+            .starts_with(&format!("Job {first} is complete (started ")),
+        "{}",
+        updates[0].text()
+    );
+    assert_eq!(connector.requests().len(), 3, "nothing else was sent");
 
     let again = say(&bot, &connector, &b, &format!("done {first}")).await;
     assert_eq!(again.text(), format!("Job {first} is already complete."));
@@ -159,15 +171,18 @@ async fn the_job_complete_event_completes_without_a_reply() {
     unknown["value"] = json!(999_999);
     assert_eq!(post(&bot, &unknown).await.0, 200);
 
-    let requests = connector.wait_for(2, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Both completions, due within the digest window, arrive as one message; each "running"
+    // reply is updated in place.
+    let proactive = wait_for_proactive(&connector, &a, 1).await;
     let requests_now = connector.requests();
-    assert_eq!(requests_now.len(), 2, "{requests:#?}");
-    let texts: HashSet<String> = requests_now.iter().map(|r| r.text().to_owned()).collect();
-    assert!(texts.contains(&format!("Job {first} is complete.")));
-    assert!(texts.contains(&format!("Job {second} is complete.")));
-    assert!(requests_now.iter().all(|r| r.path == a.proactive_path()));
-    let page = services.jobs.list_recent(10).await.unwrap();
+    assert_eq!(proactive.len(), 1, "{requests_now:#?}");
+    assert_eq!(
+        proactive[0].text(),
+        format!("2 jobs are complete: {first}, {second}.")
+    );
+    assert_eq!(updates(&connector, &a).len(), 2, "{requests_now:#?}");
+    assert_eq!(requests_now.len(), 3, "{requests_now:#?}");
+    let page = services.jobs.list_recent(None, 10).await.unwrap();
     assert!(page.jobs.iter().all(|j| !j.status.is_running()));
 }
 
@@ -186,7 +201,7 @@ async fn fifty_concurrent_runs_get_fifty_distinct_numbers() {
     let replies = connector.wait_for(50, WAIT).await;
     let numbers: HashSet<u32> = replies.iter().map(job_number).collect();
     assert_eq!(numbers.len(), 50);
-    let page = services.jobs.list_recent(100).await.unwrap();
+    let page = services.jobs.list_recent(None, 100).await.unwrap();
     assert_eq!(page.total, 50);
     let stored: HashSet<u32> = page.jobs.iter().map(|j| j.number.get()).collect();
     assert_eq!(stored, numbers);
@@ -199,8 +214,8 @@ async fn the_same_delivery_message_consumed_twice_sends_one_message() {
     let a = Conversation::new("conv-a|livechat", "user-a", &connector);
     let number = job_number(&say(&bot, &connector, &a, "run").await);
     say(&bot, &connector, &a, &format!("done {number}")).await;
-    let requests = connector.wait_for(3, WAIT).await;
-    assert_eq!(requests[2].text(), format!("Job {number} is complete."));
+    let proactive = wait_for_proactive(&connector, &a, 1).await;
+    assert_eq!(proactive[0].text(), format!("Job {number} is complete."));
     connector.clear();
 
     // The message again (a redelivery, a redrive): the notification is Sent, nothing is sent.

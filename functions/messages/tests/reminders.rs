@@ -639,10 +639,10 @@ async fn on_aws_a_reminder_is_a_one_time_schedule_whose_input_the_worker_deliver
         vec![
             ("DynamoDB.GetItem".to_owned(), 2),
             ("DynamoDB.PutItem".to_owned(), 1),
-            ("DynamoDB.UpdateItem".to_owned(), 1),
+            ("DynamoDB.UpdateItem".to_owned(), 2),
             ("Scheduler.DeleteSchedule".to_owned(), 1),
         ],
-        "the record and the notification read, the notification cancelled, the record written, the schedule deleted"
+        "the record and the notification read, the notification cancelled, the record written, the schedule deleted; and the turn's registry write (every turn, with holding on)"
     );
     let gone = aws
         .scheduler

@@ -6,13 +6,14 @@
 //! | attribute       | type | meaning                                                        |
 //! |-----------------|------|----------------------------------------------------------------|
 //! | `jobNumber`     | N    | partition key                                                  |
-//! | `listKey`       | S    | always `"job"`: the partition key of the `byCreatedAt` index   |
+//! | `listKey`       | S    | `job#<tenant>`, or `job` without a tenant: the partition key of the `byCreatedAt` index (one tenant's `show` reads only its own) |
 //! | `createdAt`     | N    | epoch milliseconds: the sort key of the `byCreatedAt` index    |
 //! | `state`         | S    | `running` \| `complete`                                      |
 //! | `completedAt`   | N    | epoch ms, once complete                                        |
 //! | `notificationId`| S    | once complete: the notification reporting it (delivery table)  |
 //! | `reference`     | S    | the conversation reference as JSON (unknown fields survive)    |
 //! | `requester`     | S    | the requesting user's ChannelAccount as JSON                   |
+//! | `announcement`  | S    | the activity id of the "running" reply, once known             |
 //! | `expiresAt`     | N    | epoch **seconds**: the table's TTL, set only when a job completes |
 //!
 //! # Why this shape
@@ -64,8 +65,9 @@ mod attr {
     pub const REFERENCE: &str = "reference";
     pub const REQUESTER: &str = "requester";
     pub const EXPIRES_AT: &str = "expiresAt";
+    pub const ANNOUNCEMENT: &str = "announcement";
 
-    /// The `listKey` of every job.
+    /// The `listKey` of jobs without a tenant, and the prefix of the others'.
     pub const LIST_KEY_VALUE: &str = "job";
     pub const BY_CREATED_AT: &str = "byCreatedAt";
 
@@ -122,7 +124,7 @@ fn to_item(job: &Job) -> HashMap<String, AttributeValue> {
         (attr::JOB_NUMBER.to_owned(), number(job.number.get())),
         (
             attr::LIST_KEY.to_owned(),
-            AttributeValue::S(attr::LIST_KEY_VALUE.to_owned()),
+            AttributeValue::S(list_key(job.tenant())),
         ),
         (attr::CREATED_AT.to_owned(), millis(job.created_at)),
         (attr::REFERENCE.to_owned(), json(&job.reference)),
@@ -143,7 +145,21 @@ fn to_item(job: &Job) -> HashMap<String, AttributeValue> {
         }
     };
     item.insert(attr::STATE.to_owned(), AttributeValue::S(state.to_owned()));
+    if let Some(activity_id) = &job.announcement {
+        item.insert(
+            attr::ANNOUNCEMENT.to_owned(),
+            AttributeValue::S(activity_id.clone()),
+        );
+    }
     item
+}
+
+/// The `byCreatedAt` partition of a tenant's jobs.
+fn list_key(tenant: Option<&str>) -> String {
+    match tenant {
+        Some(tenant) => format!("{}#{tenant}", attr::LIST_KEY_VALUE),
+        None => attr::LIST_KEY_VALUE.to_owned(),
+    }
 }
 
 /// Reads a job from its item.
@@ -170,6 +186,7 @@ impl JobItem for Attributes<'_> {
             requester: self.json(attr::REQUESTER)?,
             reference: self.json(attr::REFERENCE)?,
             status,
+            announcement: self.optional_string(attr::ANNOUNCEMENT)?,
         })
     }
 }
@@ -237,8 +254,8 @@ impl JobStore for DynamoJobStore {
     /// `Select=COUNT` Query per 1 MB of jobs for the total. An item that cannot be read as a
     /// job is left out of the page (and logged) rather than making every `list` fail; `get`
     /// reports it as [`StoreError::Corrupt`].
-    async fn list_recent(&self, limit: usize) -> Result<JobPage, StoreError> {
-        let list_key = AttributeValue::S(attr::LIST_KEY_VALUE.to_owned());
+    async fn list_recent(&self, tenant: Option<&str>, limit: usize) -> Result<JobPage, StoreError> {
+        let list_key = AttributeValue::S(list_key(tenant));
         let query = || {
             self.client
                 .query()
@@ -289,6 +306,32 @@ impl JobStore for DynamoJobStore {
             }
         }
         Ok(JobPage { jobs, total })
+    }
+
+    async fn announce(&self, number: JobNumber, activity_id: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .set_key(Some(key(number)))
+            .condition_expression("attribute_exists(#number)")
+            .update_expression("SET #announcement = :id")
+            .expression_attribute_names("#number", attr::JOB_NUMBER)
+            .expression_attribute_names("#announcement", attr::ANNOUNCEMENT)
+            .expression_attribute_values(":id", AttributeValue::S(activity_id.to_owned()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(self.unavailable("UpdateItem", error)),
+        }
     }
 
     async fn complete(

@@ -28,6 +28,7 @@
 //! | `conversation`   | S    | with `batch`: the target conversation's id                      |
 //! | `target`         | S    | the conversation reference as JSON (unknown fields survive)     |
 //! | `content`        | S    | text and attachments as JSON                                    |
+//! | `updateOf`       | S    | the activity an update replaces in place, when it is an update  |
 //! | `attempts`       | N    | Connector calls made so far                                     |
 //! | `lastError`      | S    | the last transient error (while retrying, and once `gaveUp`)    |
 //! | `leaseUntil`     | N    | epoch ms, while `sending`: the deliverer's lease                |
@@ -99,6 +100,7 @@ mod attr {
     pub const CORRELATION_ID: &str = "correlationId";
     pub const TARGET: &str = "target";
     pub const CONTENT: &str = "content";
+    pub const UPDATE_OF: &str = "updateOf";
     pub const ATTEMPTS: &str = "attempts";
     pub const LAST_ERROR: &str = "lastError";
     pub const LEASE_UNTIL: &str = "leaseUntil";
@@ -326,6 +328,9 @@ fn to_item(notification: &Notification) -> HashMap<String, AttributeValue> {
     if notification.urgent {
         item.insert(attr::URGENT.to_owned(), AttributeValue::Bool(true));
     }
+    if let Some(activity_id) = &notification.update_of {
+        item.insert(attr::UPDATE_OF.to_owned(), string(activity_id));
+    }
     if let Some(batch) = &notification.batch {
         // The batch index's keys and what a request's progress reads (see the module doc).
         item.insert(attr::BATCH.to_owned(), string(batch));
@@ -422,6 +427,7 @@ impl DeliveryItem for Attributes<'_> {
             batch: self.optional_string(attr::BATCH)?,
             target: self.json(attr::TARGET)?,
             content: self.json(attr::CONTENT)?,
+            update_of: self.optional_string(attr::UPDATE_OF)?,
             attempts: self.number(attr::ATTEMPTS)?,
             last_error: self.optional_string(attr::LAST_ERROR)?,
             state,

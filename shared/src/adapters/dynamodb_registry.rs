@@ -20,6 +20,7 @@
 //! | `reason`           | S    | once `retired`: why (`uninstalled`, `403 BotNotInConversationRoster`…) |
 //! | `activePk`         | S    | `active`, only while active: the index's partition key            |
 //! | `activeSk`         | S    | `<tenant or ~>#<conversation id>`, only while active: its sort key |
+//! | `held`             | SS   | ids of notifications held until the user stops talking, while any |
 //! | `expiresAt`        | N    | epoch **seconds**, the table's TTL: `lastSeen` + the inactivity retention while active, `retiredAt` + the retired retention once retired |
 //!
 //! The registration is read back from `reference`, `firstSeen`, `lastSeen`, `status`,
@@ -81,6 +82,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
@@ -114,6 +116,7 @@ mod attr {
     pub const ACTIVE_PK: &str = "activePk";
     pub const ACTIVE_SK: &str = "activeSk";
     pub const EXPIRES_AT: &str = "expiresAt";
+    pub const HELD: &str = "held";
 
     pub const ACTIVE: &str = "active";
     pub const RETIRED: &str = "retired";
@@ -251,6 +254,7 @@ fn registration(item: &Item) -> Result<Registration, RegistryError> {
             first_seen: attributes.millis(attr::FIRST_SEEN)?,
             last_seen: attributes.millis(attr::LAST_SEEN)?,
             status,
+            held: held(item),
         })
     };
     read().map_err(|detail| RegistryError::Corrupt {
@@ -260,6 +264,14 @@ fn registration(item: &Item) -> Result<Registration, RegistryError> {
             .unwrap_or_else(|_| "(no pk)".to_owned()),
         detail,
     })
+}
+
+/// The `held` string set (absent: none).
+fn held(item: &Item) -> Vec<String> {
+    match item.get(attr::HELD) {
+        Some(AttributeValue::Ss(ids)) => ids.clone(),
+        _ => Vec::new(),
+    }
 }
 
 /// The registrations among `items` that have not expired.
@@ -278,7 +290,7 @@ impl ConversationRegistry for DynamoConversationRegistry {
         &self,
         reference: &ConversationReference,
         now: DateTime<Utc>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Vec<String>, RegistryError> {
         let mut set = vec![
             "#reference = :reference",
             "#channelId = :channelId",
@@ -336,16 +348,78 @@ impl ConversationRegistry for DynamoConversationRegistry {
             }
             None => remove.push("#conversationType"),
         }
-        request
+        let output = request
             .update_expression(format!(
                 "SET {} REMOVE {}",
                 set.join(", "),
                 remove.join(", ")
             ))
+            // The held notifications come back with the write: no second request per turn.
+            .return_values(ReturnValue::AllNew)
             .send()
             .await
             .map_err(|e| self.unavailable("UpdateItem", e))?;
-        Ok(())
+        Ok(output.attributes().map(held).unwrap_or_default())
+    }
+
+    async fn hold(&self, conversation_id: &str, notification: &str) -> Result<bool, RegistryError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .set_key(Some(key(conversation_id)))
+            .condition_expression("attribute_exists(#pk)")
+            .update_expression("ADD #held :id")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#held", attr::HELD)
+            .expression_attribute_values(":id", AttributeValue::Ss(vec![notification.to_owned()]))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(self.unavailable("UpdateItem", error)),
+        }
+    }
+
+    async fn release(
+        &self,
+        conversation_id: &str,
+        notifications: &[String],
+    ) -> Result<(), RegistryError> {
+        if notifications.is_empty() {
+            return Ok(());
+        }
+        // DELETE from a set of an item that does not exist would create the item: guarded.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .set_key(Some(key(conversation_id)))
+            .condition_expression("attribute_exists(#pk)")
+            .update_expression("DELETE #held :ids")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#held", attr::HELD)
+            .expression_attribute_values(":ids", AttributeValue::Ss(notifications.to_vec()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(self.unavailable("UpdateItem", error)),
+        }
     }
 
     async fn retire(

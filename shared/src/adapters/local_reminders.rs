@@ -257,6 +257,8 @@ mod tests {
             channel: "emulator".into(),
             tenant: None,
             correlation_id: "c0ffee".into(),
+            urgent: true,
+            update: false,
         }
     }
 

@@ -104,13 +104,23 @@ impl JobStore for MemoryJobStore {
         Ok(lock(&self.jobs).get(&number).cloned())
     }
 
-    async fn list_recent(&self, limit: usize) -> Result<JobPage, StoreError> {
+    async fn list_recent(&self, tenant: Option<&str>, limit: usize) -> Result<JobPage, StoreError> {
         let jobs = lock(&self.jobs);
-        let mut all: Vec<&Job> = jobs.values().collect();
+        let mut all: Vec<&Job> = jobs.values().filter(|job| job.tenant() == tenant).collect();
         all.sort_by_key(|job| std::cmp::Reverse((job.created_at, job.number)));
         Ok(JobPage {
             total: all.len(),
             jobs: all.into_iter().take(limit).cloned().collect(),
+        })
+    }
+
+    async fn announce(&self, number: JobNumber, activity_id: &str) -> Result<bool, StoreError> {
+        Ok(match lock(&self.jobs).get_mut(&number) {
+            Some(job) => {
+                job.announcement = Some(activity_id.to_owned());
+                true
+            }
+            None => false,
         })
     }
 
@@ -414,6 +424,8 @@ pub struct QueuedMessage {
     pub receive_count: u32,
     receipt: Option<String>,
     visible_at: Instant,
+    /// When it was sent, as SQS's `SentTimestamp` says.
+    sent_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// How long a notification id is remembered for deduplication (SQS FIFO: 5 minutes).
@@ -510,6 +522,10 @@ impl MemoryQueue {
             record
                 .attributes
                 .insert("MessageGroupId".to_owned(), message.group.clone());
+            record.attributes.insert(
+                "SentTimestamp".to_owned(),
+                message.sent_at.timestamp_millis().to_string(),
+            );
             taken.push(record);
         }
         state.next_id = next_id;
@@ -560,6 +576,7 @@ impl NotificationQueue for MemoryQueue {
             receive_count: 0,
             receipt: None,
             visible_at: now,
+            sent_at: chrono::Utc::now(),
         });
         drop(state);
         self.changed.notify_waiters();
@@ -686,7 +703,7 @@ mod tests {
         for n in 1..=5 {
             store.create(&job(n, i64::from(n))).await.unwrap();
         }
-        let page = store.list_recent(2).await.unwrap();
+        let page = store.list_recent(None, 2).await.unwrap();
         assert_eq!(page.total, 5);
         let numbers: Vec<u32> = page.jobs.iter().map(|j| j.number.get()).collect();
         assert_eq!(numbers, vec![5, 4]);

@@ -116,19 +116,19 @@ impl ConversationRegistry for MemoryConversationRegistry {
         &self,
         reference: &ConversationReference,
         now: DateTime<Utc>,
-    ) -> Result<(), RegistryError> {
+    ) -> Result<Vec<String>, RegistryError> {
         let mut state = self.lock();
         let id = reference.conversation.id.clone();
-        let first_seen = match state.records.get(&id) {
+        let (first_seen, held) = match state.records.get(&id) {
             Some(existing) => {
                 let key = State::index_key(existing);
-                let first = existing.first_seen;
+                let kept = (existing.first_seen, existing.held.clone());
                 state.active.remove(&key);
-                first
+                kept
             }
             None => {
                 state.make_room(self.capacity)?;
-                now
+                (now, Vec::new())
             }
         };
         let record = Registration {
@@ -136,9 +136,32 @@ impl ConversationRegistry for MemoryConversationRegistry {
             first_seen,
             last_seen: now,
             status: Status::Active,
+            held: held.clone(),
         };
         state.active.insert(State::index_key(&record));
         state.records.insert(id, record);
+        Ok(held)
+    }
+
+    async fn hold(&self, conversation_id: &str, notification: &str) -> Result<bool, RegistryError> {
+        let mut state = self.lock();
+        let Some(record) = state.records.get_mut(conversation_id) else {
+            return Ok(false);
+        };
+        if !record.held.iter().any(|id| id == notification) {
+            record.held.push(notification.to_owned());
+        }
+        Ok(true)
+    }
+
+    async fn release(
+        &self,
+        conversation_id: &str,
+        notifications: &[String],
+    ) -> Result<(), RegistryError> {
+        if let Some(record) = self.lock().records.get_mut(conversation_id) {
+            record.held.retain(|id| !notifications.contains(id));
+        }
         Ok(())
     }
 

@@ -33,16 +33,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::SqsMessage;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
 use super::answers::{self, Verdict};
+use super::digest::{self, DigestLimits};
 use super::limits::{Admission, RateLimiter};
 use super::notification::{
-    Claim, DeliveryMessage, Notification, NotificationStore, Outcome, StoreError,
+    Claim, Content, DeliveryMessage, Notification, NotificationStore, Outcome, StoreError,
 };
 use crate::connector::ConnectorClient;
-use crate::registry::ConversationRegistry;
+use crate::registry::{ConversationRegistry, Registration};
+use crate::schema::ConversationReference;
 
 /// The failure reason of a notification whose conversation is not (or no longer) registered.
 pub const NOT_REGISTERED: &str = "not registered";
@@ -56,6 +58,19 @@ pub struct EngineConfig {
     /// The queue's `maxReceiveCount`: on this receive a notification that cannot be delivered
     /// now is given up (and its message moved to the dead-letter queue) instead of put back.
     pub max_receives: u32,
+    /// How long after it was queued a non-urgent message waits for others of its
+    /// conversation to go out with it as one digest (`DIGEST_WINDOW_SECONDS`, default 3;
+    /// zero turns digests off). An urgent one does not wait, but takes along whatever of its
+    /// conversation is queued behind it.
+    pub digest_window: Duration,
+    /// How much one digest may hold.
+    pub digest: DigestLimits,
+    /// A non-urgent notification is held while the conversation had an activity within this
+    /// long (`QUIET_SECONDS`, default 5; zero: never held).
+    pub quiet: Duration,
+    /// The longest a notification is held, from when it was queued (`MAX_HOLD_SECONDS`,
+    /// default 600).
+    pub max_hold: Duration,
 }
 
 impl Default for EngineConfig {
@@ -63,6 +78,10 @@ impl Default for EngineConfig {
         EngineConfig {
             lease: Duration::from_secs(60),
             max_receives: 100,
+            digest_window: Duration::from_secs(3),
+            digest: DigestLimits::default(),
+            quiet: Duration::from_secs(5),
+            max_hold: Duration::from_secs(600),
         }
     }
 }
@@ -82,6 +101,12 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivered {
     Sent,
+    /// Sent as part of a digest whose first notification is another message's.
+    Digested,
+    /// Put back, unattempted, until the digest window has passed.
+    DigestWindow,
+    /// Put back, unattempted: the user is talking (see [`EngineConfig::quiet`]).
+    Held,
     /// The notification was Sent or Failed already: nothing sent.
     Duplicate,
     Failed(String),
@@ -249,136 +274,387 @@ impl DeliveryEngine {
             .collect()
     }
 
+    /// One conversation's messages of a batch, in order. Updates of earlier activities go on
+    /// their own (they add no message, so nothing orders them); the messages go out as
+    /// digests: a run of them claimed together and sent as one activity.
     async fn deliver_conversation(
         &self,
         group: Vec<(usize, DeliveryMessage)>,
         records: &[SqsMessage],
     ) -> Vec<(usize, RecordResult)> {
         let mut results = Vec::with_capacity(group.len());
-        let mut blocked = false;
-        for (index, message) in group {
+        let (updates, messages): (Vec<_>, Vec<_>) =
+            group.into_iter().partition(|(_, message)| message.update);
+        for (index, message) in updates {
             let record = &records[index];
-            let message_id = record.message_id.clone().unwrap_or_default();
-            if blocked {
-                // Visible again at once: the queue still holds it back while the earlier
-                // message of its conversation is in flight, and hands both over in order when
-                // that one returns. (Giving it the head's delay instead lets moto's FIFO
-                // emulation release it before the head.)
-                results.push((
-                    index,
-                    RecordResult {
-                        message_id,
-                        delivered: Delivered::Blocked,
-                        decision: Decision::RetryIn(Duration::ZERO),
-                    },
-                ));
-                continue;
-            }
-            let span = tracing::info_span!(
-                "delivery",
-                notification = %message.id,
-                correlation_id = %message.correlation_id,
-                message_id = %message_id,
-                source = tracing::field::Empty,
-            );
+            let span = delivery_span(&message, record);
             let (delivered, decision) = self
-                .deliver(&message, receive_count(record))
+                .deliver_update(&message, receive_count(record))
                 .instrument(span)
                 .await;
-            blocked = matches!(decision, Decision::RetryIn(_));
-            results.push((
-                index,
-                RecordResult {
-                    message_id,
-                    delivered,
-                    decision,
-                },
+            results.push(result(index, record, delivered, decision));
+        }
+
+        let mut conversation = ConversationView::default();
+        let mut next = 0;
+        while next < messages.len() {
+            let (index, message) = &messages[next];
+            let record = &records[*index];
+            let span = delivery_span(message, record);
+            let queued_at = queued_at(record);
+            let now = Utc::now();
+            // An urgent message goes at once (joined by whatever is already queued behind
+            // it); others wait out the window on their first receive only, so a queue clock
+            // ahead of this one defers a message once at most.
+            if !message.urgent
+                && receive_count(record) == 1
+                && let Some(wait) = self.digest_window_left(queued_at, now)
+            {
+                // Others due for this conversation within the window join it when it comes
+                // back: everything behind it waits in the queue meanwhile.
+                tracing::debug!(parent: &span, ?wait, "waiting out the digest window");
+                results.push(result(
+                    *index,
+                    record,
+                    Delivered::DigestWindow,
+                    Decision::RetryIn(wait),
+                ));
+                next += 1;
+                break;
+            }
+            if !message.urgent
+                && let Some(wait) = self
+                    .hold_for(&mut conversation, &message.conversation, queued_at, now)
+                    .await
+            {
+                self.hold(message, wait).instrument(span).await;
+                results.push(result(
+                    *index,
+                    record,
+                    Delivered::Held,
+                    Decision::RetryIn(wait),
+                ));
+                // Not blocking: an urgent message behind it goes now.
+                next += 1;
+                continue;
+            }
+            let run = self
+                .deliver_run(&messages[next..], records, &mut conversation)
+                .instrument(span)
+                .await;
+            next += run.results.len();
+            let blocked = run.blocked;
+            results.extend(run.results);
+            if blocked {
+                break;
+            }
+        }
+        // Behind a message that must come back later: visible again at once, so the queue
+        // hands them over in order when the earlier one returns. (Giving them its delay instead
+        // lets moto's FIFO emulation release them before it.)
+        for (index, _) in &messages[next..] {
+            let record = &records[*index];
+            results.push(result(
+                *index,
+                record,
+                Delivered::Blocked,
+                Decision::RetryIn(Duration::ZERO),
             ));
         }
         results
     }
 
-    /// One message: admit, claim, send, judge, record.
-    async fn deliver(&self, message: &DeliveryMessage, receives: u32) -> (Delivered, Decision) {
+    /// How much of the digest window is left for a message queued at `queued_at`: `None`
+    /// once it has passed (or when the queue did not say when, or digests are off).
+    fn digest_window_left(
+        &self,
+        queued_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<Duration> {
+        let window = chrono_duration(self.config.digest_window);
+        let queued_at = queued_at?;
+        if queued_at > now + window {
+            // The queue's clock is far ahead of this one: its time says nothing.
+            return None;
+        }
+        let left = (queued_at + window - now).to_std().ok()?;
+        // A clock ahead of the queue's never makes it wait longer than the window.
+        (!left.is_zero()).then(|| left.min(self.config.digest_window))
+    }
+
+    /// How long to hold a non-urgent message for `conversation`: until it has been quiet for
+    /// the quiet period, counted from the last activity the bot received from it — unless
+    /// holding is off, the user is not talking, or the message has waited its longest.
+    async fn hold_for(
+        &self,
+        view: &mut ConversationView,
+        conversation: &str,
+        queued_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Option<Duration> {
+        if self.config.quiet.is_zero() || self.registry.is_none() {
+            return None;
+        }
+        // The queue always says when it took a message; without that, never hold.
+        let queued_at = queued_at?;
+        let registration = view
+            .registration(self.registry.as_deref(), conversation)
+            .await?;
+        let quiet_from = registration.last_seen + chrono_duration(self.config.quiet);
+        let hold_ends = queued_at + chrono_duration(self.config.max_hold);
+        let until = quiet_from.min(hold_ends);
+        let wait = (until - now).to_std().ok().filter(|w| !w.is_zero())?;
+        // Whole seconds, as the queue counts visibility: never back a moment too early.
+        Some(Duration::from_secs(wait.as_secs() + 1))
+    }
+
+    /// Notes a held message in its conversation's registration, so the bot's answer to the
+    /// user's next message can carry it. Best effort: without the note it is still delivered
+    /// when the conversation is quiet.
+    async fn hold(&self, message: &DeliveryMessage, wait: Duration) {
+        tracing::info!(?wait, "the user is talking; notification held");
+        if let Some(registry) = &self.registry
+            && let Err(error) = registry
+                .hold(&message.conversation, message.id.as_str())
+                .await
+        {
+            tracing::warn!(error = %error, "could not note the held notification");
+        }
+    }
+
+    /// Delivers the run of messages starting at `messages[0]`: admits and claims the first,
+    /// then claims those after it that may join it (up to the digest limits), and sends them
+    /// all as one activity. Returns a result for each message it consumed, in order.
+    async fn deliver_run(
+        &self,
+        messages: &[(usize, DeliveryMessage)],
+        records: &[SqsMessage],
+        view: &mut ConversationView,
+    ) -> Run {
+        let (index, head) = &messages[0];
+        let record = &records[*index];
+        let receives = receive_count(record);
         let last_receive = receives >= self.config.max_receives;
-        // Admitted first, from the message's own routing, so a message the limits put back
-        // costs no claim and no release. A duplicate found by the claim leaves an unused entry
-        // in the conversation's log: stricter, never looser.
-        let admission = self
-            .limiter
-            .admit(
-                &message.channel,
-                &message.conversation,
-                message.tenant.as_deref(),
-                Utc::now(),
-            )
-            .await;
-        let at = match admission {
-            Ok(Admission::SendAt(at)) => at,
-            Ok(Admission::RetryIn(delay)) => {
-                if last_receive {
-                    return self
-                        .give_up_unattempted(message, "deferred by rate limits on its last receive")
-                        .await;
-                }
-                tracing::debug!(?delay, "rate limits defer the notification");
-                return (Delivered::Deferred, Decision::RetryIn(delay));
-            }
-            Err(error) => return self.store_unavailable(error, receives),
+        let single = |delivered, decision: Decision| Run {
+            blocked: matches!(decision, Decision::RetryIn(_)),
+            results: vec![result(*index, record, delivered, decision)],
         };
 
-        let now = Utc::now();
-        let claim = self
-            .store
-            .claim(&message.id, now, now + chrono_duration(self.config.lease))
-            .await;
-        let mut notification = match claim {
-            Ok(Claim::Claimed(notification)) => notification,
-            Ok(Claim::Final(notification)) => {
-                tracing::info!(
-                    state = notification.state.name(),
-                    "duplicate delivery; nothing sent"
-                );
-                return (Delivered::Duplicate, Decision::Done);
-            }
-            Ok(Claim::Busy(until)) => {
-                let delay = (until - now).to_std().unwrap_or_default() + Duration::from_secs(1);
-                tracing::info!(?delay, "another delivery holds the lease; trying later");
-                return (Delivered::Busy, Decision::RetryIn(delay));
-            }
-            Ok(Claim::NotFound) => {
-                tracing::warn!("delivery message for an unknown notification acknowledged");
-                return (Delivered::Unknown, Decision::Done);
-            }
-            Err(error) => return self.store_unavailable(error, receives),
+        let at = match self.admit(head, last_receive, receives).await {
+            Ok(at) => at,
+            Err((delivered, decision)) => return single(delivered, decision),
         };
-        tracing::Span::current().record("source", tracing::field::display(&notification.source));
-
-        if let Some(registry) = &self.registry {
-            match registry.get(&notification.target.conversation.id).await {
-                Ok(Some(registration)) if registration.status.is_active() => {
-                    notification.target = registration.reference;
-                }
-                Ok(_) => {
+        let mut first = match self.claim(head, receives).await {
+            Ok(notification) => notification,
+            Err((delivered, decision)) => return single(delivered, decision),
+        };
+        let target = match self.target_of(&first, view).await {
+            Ok(target) => target,
+            Err(error) => {
+                let (delivered, decision) = match error {
+                    TargetError::NotRegistered => {
+                        (Delivered::Failed(NOT_REGISTERED.to_owned()), Decision::Done)
+                    }
+                    TargetError::Unavailable(error) => {
+                        self.record(&first, Outcome::Released).await;
+                        self.store_unavailable(error, receives)
+                    }
+                };
+                if matches!(delivered, Delivered::Failed(_)) {
                     tracing::warn!("the conversation is not registered (or retired); not sent");
                     self.record(
-                        &notification,
+                        &first,
                         Outcome::Failed {
                             reason: NOT_REGISTERED.to_owned(),
                         },
                     )
                     .await;
-                    return (Delivered::Failed(NOT_REGISTERED.to_owned()), Decision::Done);
                 }
-                Err(error) => {
-                    self.record(&notification, Outcome::Released).await;
-                    return self
-                        .store_unavailable(StoreError::Unavailable(error.to_string()), receives);
+                return single(delivered, decision);
+            }
+        };
+        first.target = target;
+
+        // Those behind it that may join: claimed in order, until one may not.
+        let mut members = vec![(*index, first)];
+        let mut skipped = Vec::new();
+        // A zero window turns digests off.
+        let most = match self.config.digest_window.is_zero() {
+            true => 1,
+            false => self.config.digest.notifications,
+        };
+        for (index, message) in &messages[1..] {
+            if members.len() >= most {
+                break;
+            }
+            let now = Utc::now();
+            let record = &records[*index];
+            if !message.urgent
+                && self
+                    .hold_for(view, &message.conversation, queued_at(record), now)
+                    .await
+                    .is_some()
+            {
+                break;
+            }
+            let lease_until = now + chrono_duration(self.config.lease);
+            match self.store.claim(&message.id, now, lease_until).await {
+                Ok(Claim::Claimed(mut notification)) => {
+                    let mut contents: Vec<&Content> =
+                        members.iter().map(|(_, n)| &n.content).collect();
+                    contents.push(&notification.content);
+                    if notification.update_of.is_some() || !self.config.digest.fit(&contents) {
+                        self.record(&notification, Outcome::Released).await;
+                        break;
+                    }
+                    notification.target = members[0].1.target.clone();
+                    members.push((*index, notification));
                 }
+                Ok(Claim::Final(_)) => skipped.push((*index, Delivered::Duplicate)),
+                Ok(Claim::NotFound) => skipped.push((*index, Delivered::Unknown)),
+                Ok(Claim::Busy(_)) | Err(_) => break,
             }
         }
 
-        let target = &notification.target;
+        let planned = match self.wait_for(at, &members[0].1).await {
+            Ok(Some(at)) => at,
+            Ok(None) => {
+                for (_, notification) in &members {
+                    self.record(notification, Outcome::Released).await;
+                }
+                return self.run_result(
+                    &members,
+                    &skipped,
+                    records,
+                    Delivered::Deferred,
+                    Decision::RetryIn(Duration::from_secs(1)),
+                );
+            }
+            Err(error) => {
+                for (_, notification) in &members {
+                    self.record(notification, Outcome::Released).await;
+                }
+                let (delivered, decision) = self.store_unavailable(error, receives);
+                return self.run_result(&members, &skipped, records, delivered, decision);
+            }
+        };
+        let notifications: Vec<Notification> = members.iter().map(|(_, n)| n.clone()).collect();
+        if notifications.len() > 1 {
+            tracing::info!(
+                notifications = notifications.len(),
+                "sending a digest of notifications due together"
+            );
+        }
+        let left = Utc::now();
+        let (delivered, decision) = self.send(&notifications, last_receive).await;
+        let target = &notifications[0].target;
+        if let Err(error) = self
+            .limiter
+            .sent(&target.channel_id, &target.conversation.id, planned, left)
+            .await
+        {
+            tracing::warn!(error = %error, "could not correct the conversation's send log");
+        }
+        if delivered == Delivered::Sent {
+            self.release_held(view, &notifications).await;
+        }
+        self.run_result(&members, &skipped, records, delivered, decision)
+    }
+
+    /// The results of a run: the first member gets the run's outcome; the others the same
+    /// (a digest member's Sent is [`Delivered::Digested`]), and if the first must come back,
+    /// visible again at once behind it; skipped duplicates are done.
+    fn run_result(
+        &self,
+        members: &[(usize, Notification)],
+        skipped: &[(usize, Delivered)],
+        records: &[SqsMessage],
+        delivered: Delivered,
+        decision: Decision,
+    ) -> Run {
+        let mut results = Vec::with_capacity(members.len() + skipped.len());
+        for (position, (index, _)) in members.iter().enumerate() {
+            let (delivered, decision) = match (position, &delivered, decision) {
+                (0, _, _) => (delivered.clone(), decision),
+                (_, Delivered::Sent, _) => (Delivered::Digested, Decision::Done),
+                (_, other, Decision::RetryIn(_)) => {
+                    (other.clone(), Decision::RetryIn(Duration::ZERO))
+                }
+                (_, other, decision) => (other.clone(), decision),
+            };
+            results.push(result(*index, &records[*index], delivered, decision));
+        }
+        for (index, delivered) in skipped {
+            results.push(result(
+                *index,
+                &records[*index],
+                delivered.clone(),
+                Decision::Done,
+            ));
+        }
+        // In queue order, so the caller knows how many messages were consumed.
+        results.sort_by_key(|(index, _)| *index);
+        Run {
+            blocked: matches!(decision, Decision::RetryIn(_)),
+            results,
+        }
+    }
+
+    /// Notifications sent that the registration listed as held leave its held set.
+    async fn release_held(&self, view: &ConversationView, sent: &[Notification]) {
+        let (Some(registry), Some(Some(registration))) = (&self.registry, &view.registration)
+        else {
+            return;
+        };
+        let held: Vec<String> = sent
+            .iter()
+            .map(|n| n.id.as_str().to_owned())
+            .filter(|id| registration.held.contains(id))
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        if let Err(error) = registry
+            .release(registration.conversation_id(), &held)
+            .await
+        {
+            tracing::warn!(error = %error, "could not clear the held notifications");
+        }
+    }
+
+    /// An update of an earlier activity: admitted and claimed like any message, then `PUT`.
+    async fn deliver_update(
+        &self,
+        message: &DeliveryMessage,
+        receives: u32,
+    ) -> (Delivered, Decision) {
+        let last_receive = receives >= self.config.max_receives;
+        let at = match self.admit(message, last_receive, receives).await {
+            Ok(at) => at,
+            Err(outcome) => return outcome,
+        };
+        let mut notification = match self.claim(message, receives).await {
+            Ok(notification) => notification,
+            Err(outcome) => return outcome,
+        };
+        let mut view = ConversationView::default();
+        match self.target_of(&notification, &mut view).await {
+            Ok(target) => notification.target = target,
+            Err(TargetError::NotRegistered) => {
+                self.record(
+                    &notification,
+                    Outcome::Failed {
+                        reason: NOT_REGISTERED.to_owned(),
+                    },
+                )
+                .await;
+                return (Delivered::Failed(NOT_REGISTERED.to_owned()), Decision::Done);
+            }
+            Err(TargetError::Unavailable(error)) => {
+                self.record(&notification, Outcome::Released).await;
+                return self.store_unavailable(error, receives);
+            }
+        }
         let planned = match self.wait_for(at, &notification).await {
             Ok(Some(at)) => at,
             Ok(None) => {
@@ -394,7 +670,10 @@ impl DeliveryEngine {
             }
         };
         let left = Utc::now();
-        let result = self.send(&notification, last_receive).await;
+        let outcome = self
+            .send(std::slice::from_ref(&notification), last_receive)
+            .await;
+        let target = &notification.target;
         if let Err(error) = self
             .limiter
             .sent(&target.channel_id, &target.conversation.id, planned, left)
@@ -402,7 +681,109 @@ impl DeliveryEngine {
         {
             tracing::warn!(error = %error, "could not correct the conversation's send log");
         }
-        result
+        outcome
+    }
+
+    /// Admits `message` under the rate limits: when to send it, or what to do instead.
+    async fn admit(
+        &self,
+        message: &DeliveryMessage,
+        last_receive: bool,
+        receives: u32,
+    ) -> Result<DateTime<Utc>, (Delivered, Decision)> {
+        // Admitted before the claim, from the message's own routing, so a message the limits
+        // put back costs no claim and no release. A duplicate found by the claim leaves an
+        // unused entry in the conversation's log: stricter, never looser.
+        let admission = self
+            .limiter
+            .admit(
+                &message.channel,
+                &message.conversation,
+                message.tenant.as_deref(),
+                Utc::now(),
+            )
+            .await;
+        match admission {
+            Ok(Admission::SendAt(at)) => Ok(at),
+            Ok(Admission::RetryIn(delay)) => {
+                if last_receive {
+                    return Err(self
+                        .give_up_unattempted(message, "deferred by rate limits on its last receive")
+                        .await);
+                }
+                tracing::debug!(?delay, "rate limits defer the notification");
+                Err((Delivered::Deferred, Decision::RetryIn(delay)))
+            }
+            Err(error) => Err(self.store_unavailable(error, receives)),
+        }
+    }
+
+    /// Claims `message`'s notification, or says what to do with a message that cannot be.
+    async fn claim(
+        &self,
+        message: &DeliveryMessage,
+        receives: u32,
+    ) -> Result<Notification, (Delivered, Decision)> {
+        let now = Utc::now();
+        let claim = self
+            .store
+            .claim(&message.id, now, now + chrono_duration(self.config.lease))
+            .await;
+        match claim {
+            Ok(Claim::Claimed(notification)) => {
+                tracing::Span::current()
+                    .record("source", tracing::field::display(&notification.source));
+                Ok(notification)
+            }
+            Ok(Claim::Final(notification)) => {
+                tracing::info!(
+                    state = notification.state.name(),
+                    "duplicate delivery; nothing sent"
+                );
+                Err((Delivered::Duplicate, Decision::Done))
+            }
+            Ok(Claim::Busy(until)) => {
+                let delay = (until - now).to_std().unwrap_or_default() + Duration::from_secs(1);
+                tracing::info!(?delay, "another delivery holds the lease; trying later");
+                Err((Delivered::Busy, Decision::RetryIn(delay)))
+            }
+            Ok(Claim::NotFound) => {
+                tracing::warn!("delivery message for an unknown notification acknowledged");
+                Err((Delivered::Unknown, Decision::Done))
+            }
+            Err(error) => Err(self.store_unavailable(error, receives)),
+        }
+    }
+
+    /// Where `notification` goes: its conversation's registered reference (the latest
+    /// serviceUrl), if the conversation is registered and active. Without a registry (unit
+    /// tests of the engine alone), its own target.
+    async fn target_of(
+        &self,
+        notification: &Notification,
+        view: &mut ConversationView,
+    ) -> Result<ConversationReference, TargetError> {
+        let Some(registry) = &self.registry else {
+            return Ok(notification.target.clone());
+        };
+        // Read fresh once per batch: the hold check may have read it before the claim.
+        if !view.fresh {
+            view.registration = Some(
+                registry
+                    .get(&notification.target.conversation.id)
+                    .await
+                    .map_err(|e| {
+                        TargetError::Unavailable(StoreError::Unavailable(e.to_string()))
+                    })?,
+            );
+            view.fresh = true;
+        }
+        match &view.registration {
+            Some(Some(registration)) if registration.status.is_active() => {
+                Ok(registration.reference.clone())
+            }
+            _ => Err(TargetError::NotRegistered),
+        }
     }
 
     /// Waits until `at`; if the wait ends too late (the writes that admitted the send took
@@ -435,25 +816,48 @@ impl DeliveryEngine {
         unreachable!("the loop returns")
     }
 
-    async fn send(&self, notification: &Notification, last_receive: bool) -> (Delivered, Decision) {
-        let activity = notification
-            .target
-            .address(notification.content.to_activity());
+    /// Sends `notifications` — one, or a digest of several for one conversation — as one
+    /// activity (an update: `PUT` to the activity it replaces), judges the answer and records
+    /// the outcome for each.
+    async fn send(
+        &self,
+        notifications: &[Notification],
+        last_receive: bool,
+    ) -> (Delivered, Decision) {
+        let first = &notifications[0];
+        let contents: Vec<&Content> = notifications.iter().map(|n| &n.content).collect();
+        let mut activity = first.target.address(digest::merge(&contents).to_activity());
         let mut token_refreshed = false;
         let verdict = loop {
-            match self.connector.send_to_conversation(&activity).await {
+            let answer = match &first.update_of {
+                Some(activity_id) => {
+                    activity.id = Some(activity_id.clone());
+                    self.connector.update_activity(&activity, activity_id).await
+                }
+                None => self.connector.send_to_conversation(&activity).await,
+            };
+            match answer {
                 Ok(response) => {
-                    self.record(
-                        notification,
-                        Outcome::Sent {
-                            activity_id: response.id.clone(),
-                        },
-                    )
-                    .await;
+                    // An update keeps the activity's id whatever the answer says.
+                    let activity_id = match &first.update_of {
+                        Some(updated) => Some(updated.clone()),
+                        None => response.id.clone(),
+                    };
+                    for notification in notifications {
+                        self.record(
+                            notification,
+                            Outcome::Sent {
+                                activity_id: activity_id.clone(),
+                            },
+                        )
+                        .await;
+                    }
                     tracing::info!(
-                        activity_id = response.id.as_deref().unwrap_or_default(),
-                        attempts = notification.attempts + 1,
-                        conversation = %notification.target.conversation.id,
+                        activity_id = activity_id.as_deref().unwrap_or_default(),
+                        attempts = first.attempts + 1,
+                        notifications = notifications.len(),
+                        update = first.update_of.is_some(),
+                        conversation = %first.target.conversation.id,
                         "notification sent"
                     );
                     return (Delivered::Sent, Decision::Done);
@@ -463,6 +867,24 @@ impl DeliveryEngine {
                         tracing::warn!(error = %error, "the Connector refused the token; refreshing it and trying once more");
                         self.connector.invalidate_credentials();
                         token_refreshed = true;
+                    }
+                    Verdict::Permanent { reason, .. } if first.update_of.is_some() => {
+                        // The channel may not allow updates (or the activity is gone): the
+                        // message that came with it is what matters. Not retried; the
+                        // conversation is not retired for it.
+                        tracing::warn!(
+                            reason,
+                            "the channel refused to update the activity; left as it was"
+                        );
+                        let reason = format!("update refused: {reason}");
+                        self.record(
+                            first,
+                            Outcome::Failed {
+                                reason: reason.clone(),
+                            },
+                        )
+                        .await;
+                        return (Delivered::Failed(reason), Decision::Done);
                     }
                     verdict => break verdict,
                 },
@@ -476,20 +898,21 @@ impl DeliveryEngine {
                 tracing::error!(
                     reason,
                     conversation_gone,
-                    service_url = %notification.target.service_url,
-                    conversation = %notification.target.conversation.id,
+                    service_url = %first.target.service_url,
+                    conversation = %first.target.conversation.id,
                     "notification cannot be delivered; failed"
                 );
-                self.record(
-                    notification,
-                    Outcome::Failed {
-                        reason: reason.clone(),
-                    },
-                )
-                .await;
+                for notification in notifications {
+                    self.record(
+                        notification,
+                        Outcome::Failed {
+                            reason: reason.clone(),
+                        },
+                    )
+                    .await;
+                }
                 if conversation_gone {
-                    self.retire(&notification.target.conversation.id, &reason)
-                        .await;
+                    self.retire(&first.target.conversation.id, &reason).await;
                 }
                 (Delivered::Failed(reason), Decision::Done)
             }
@@ -498,7 +921,7 @@ impl DeliveryEngine {
                 retry_after,
                 max_attempts,
             } => {
-                let attempts = notification.attempts + 1;
+                let attempts = first.attempts + 1;
                 if attempts >= max_attempts || last_receive {
                     tracing::error!(
                         error,
@@ -506,14 +929,16 @@ impl DeliveryEngine {
                         last_receive,
                         "transient errors never cleared; notification given up and dead-lettered"
                     );
-                    self.record(
-                        notification,
-                        Outcome::GaveUp {
-                            last_error: error.clone(),
-                            attempted: true,
-                        },
-                    )
-                    .await;
+                    for notification in notifications {
+                        self.record(
+                            notification,
+                            Outcome::GaveUp {
+                                last_error: error.clone(),
+                                attempted: true,
+                            },
+                        )
+                        .await;
+                    }
                     return (Delivered::GaveUp(error), Decision::DeadLetter);
                 }
                 let delay = answers::retry_delay(attempts, retry_after);
@@ -524,13 +949,15 @@ impl DeliveryEngine {
                     ?retry_after,
                     "transient error; will retry"
                 );
-                self.record(
-                    notification,
-                    Outcome::Retry {
-                        error: error.clone(),
-                    },
-                )
-                .await;
+                for notification in notifications {
+                    self.record(
+                        notification,
+                        Outcome::Retry {
+                            error: error.clone(),
+                        },
+                    )
+                    .await;
+                }
                 (Delivered::Retrying(error), Decision::RetryIn(delay))
             }
             Verdict::RefreshToken => unreachable!("handled in the loop"),
@@ -620,6 +1047,87 @@ impl DeliveryEngine {
             Decision::RetryIn(answers::retry_delay(receives.max(1), None)),
         )
     }
+}
+
+/// What one conversation's messages in a batch need to know about it, read at most once.
+#[derive(Default)]
+struct ConversationView {
+    /// `None`: not read yet; `Some(None)`: not registered.
+    registration: Option<Option<Registration>>,
+    /// Read after a claim (not only for the hold check before it).
+    fresh: bool,
+}
+
+impl ConversationView {
+    /// The active registration, read once; a registry error reads as none (logged).
+    async fn registration(
+        &mut self,
+        registry: Option<&dyn ConversationRegistry>,
+        conversation: &str,
+    ) -> Option<&Registration> {
+        if self.registration.is_none() {
+            let registry = registry?;
+            self.registration = Some(match registry.get(conversation).await {
+                Ok(registration) => registration,
+                Err(error) => {
+                    tracing::warn!(error = %error, "could not read the registration; not holding");
+                    None
+                }
+            });
+        }
+        self.registration
+            .as_ref()?
+            .as_ref()
+            .filter(|r| r.status.is_active())
+    }
+}
+
+/// Why a notification has no target.
+enum TargetError {
+    NotRegistered,
+    Unavailable(StoreError),
+}
+
+/// The results of a run of messages delivered together.
+struct Run {
+    results: Vec<(usize, RecordResult)>,
+    /// The run must come back later: what follows it in the conversation waits.
+    blocked: bool,
+}
+
+fn result(
+    index: usize,
+    record: &SqsMessage,
+    delivered: Delivered,
+    decision: Decision,
+) -> (usize, RecordResult) {
+    (
+        index,
+        RecordResult {
+            message_id: record.message_id.clone().unwrap_or_default(),
+            delivered,
+            decision,
+        },
+    )
+}
+
+fn delivery_span(message: &DeliveryMessage, record: &SqsMessage) -> tracing::Span {
+    tracing::info_span!(
+        "delivery",
+        notification = %message.id,
+        correlation_id = %message.correlation_id,
+        message_id = record.message_id.as_deref().unwrap_or_default(),
+        source = tracing::field::Empty,
+    )
+}
+
+/// When the queue took the message: SQS's `SentTimestamp` (epoch ms).
+pub fn queued_at(record: &SqsMessage) -> Option<DateTime<Utc>> {
+    record
+        .attributes
+        .get("SentTimestamp")
+        .and_then(|ms| ms.parse::<i64>().ok())
+        .and_then(DateTime::from_timestamp_millis)
 }
 
 /// The `kind` of a versioned envelope (`{"v":…,"kind":"…",…}`), if the body is one.

@@ -84,6 +84,22 @@ pub struct Content {
     pub text_format: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attachments: Vec<Value>,
+    /// How this content reads when several notifications of the same kind go out to one
+    /// conversation as one message (see [`super::digest`]). Without it, a digest lists the
+    /// text as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<DigestLine>,
+}
+
+/// What a notification contributes to a digest: notifications with the same `key` are
+/// summarised together as `summary`, with `{count}` replaced by how many there are and
+/// `{items}` by their `item`s joined with ", " — "3 jobs are complete: 101, 102, 103."
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DigestLine {
+    pub key: String,
+    pub item: String,
+    pub summary: String,
 }
 
 impl Content {
@@ -92,6 +108,12 @@ impl Content {
             text: Some(text.into()),
             ..Content::default()
         }
+    }
+
+    /// This content, summarised with others of the same `key` in a digest.
+    pub fn with_digest(mut self, line: DigestLine) -> Self {
+        self.digest = Some(line);
+        self
     }
 
     /// The message activity carrying this content, not yet addressed.
@@ -224,6 +246,12 @@ pub struct Notification {
     /// The conversation it goes to.
     pub target: ConversationReference,
     pub content: Content,
+    /// Delivered by updating this earlier activity of the conversation in place (`PUT
+    /// …/activities/{id}`) instead of sending a new message. An update is never held or
+    /// digested, and a refusal (any 4xx but 429) fails it quietly: the channel may not allow
+    /// updates, and the message that accompanies it is what matters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_of: Option<String>,
     /// Connector calls made so far.
     pub attempts: u32,
     /// The last transient error, while retrying.
@@ -251,6 +279,7 @@ impl Notification {
             batch: None,
             target,
             content,
+            update_of: None,
             attempts: 0,
             last_error: None,
             state: DeliveryState::Queued,
@@ -265,6 +294,8 @@ impl Notification {
             channel: self.target.channel_id.clone(),
             tenant: self.target.tenant_id().map(str::to_owned),
             correlation_id: self.correlation_id.clone(),
+            urgent: self.urgent,
+            update: self.update_of.is_some(),
         }
     }
 }
@@ -426,7 +457,9 @@ pub trait NotificationStore: Send + Sync {
 /// tenant (the per-tenant rate) — and the correlation id for the logs.
 ///
 /// The body is versioned JSON: `{"v":2,"kind":"notification","id":"…","conversation":"…",
-/// "channel":"…","tenant":"…","correlationId":"…"}`.
+/// "channel":"…","tenant":"…","correlationId":"…","urgent":true,"update":true}` (the last two
+/// only when true). `urgent` and `update` let the engine hold or route a message before it
+/// reads the record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryMessage {
@@ -438,6 +471,16 @@ pub struct DeliveryMessage {
     pub tenant: Option<String>,
     #[serde(default)]
     pub correlation_id: String,
+    /// The notification must interrupt: never held for a quiet moment.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub urgent: bool,
+    /// The notification updates an earlier activity ([`Notification::update_of`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub update: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Serialize, Deserialize)]
@@ -493,8 +536,15 @@ impl DeliveryMessage {
     /// delivered in order, one at a time, while other conversations proceed in parallel. SQS
     /// allows 128 characters of printable ASCII; longer or other ids are hashed (FNV-1a, 64
     /// bits: a collision would only make two conversations share an order).
+    ///
+    /// Updates of earlier activities have a group of their own per conversation: they add no
+    /// message, so nothing orders them against the messages, and a burst of them would
+    /// otherwise split the messages' batches (and digests) in two.
     pub fn group(&self) -> String {
-        group_of(&self.conversation)
+        match self.update {
+            true => group_of(&format!("{}#updates", self.conversation)),
+            false => group_of(&self.conversation),
+        }
     }
 }
 
@@ -594,6 +644,7 @@ pub const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600 - 60);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn ids_are_safe_keys() {
@@ -617,13 +668,30 @@ mod tests {
             channel: "msteams".into(),
             tenant: Some("t1".into()),
             correlation_id: "c0ffee".into(),
+            urgent: false,
+            update: false,
         };
         let body = message.to_body();
         let value: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(value["v"], 2);
         assert_eq!(value["kind"], "notification");
         assert_eq!(value["id"], "job-7");
+        assert!(value.get("urgent").is_none() && value.get("update").is_none());
         assert_eq!(DeliveryMessage::from_body(&body).unwrap(), message);
+        let flagged = DeliveryMessage {
+            urgent: true,
+            update: true,
+            ..message.clone()
+        };
+        let value: Value = serde_json::from_str(&flagged.to_body()).unwrap();
+        assert_eq!(
+            (&value["urgent"], &value["update"]),
+            (&json!(true), &json!(true))
+        );
+        assert_eq!(
+            DeliveryMessage::from_body(&flagged.to_body()).unwrap(),
+            flagged
+        );
         assert!(DeliveryMessage::from_body("not json").is_err());
         assert!(
             DeliveryMessage::from_body(
@@ -661,6 +729,7 @@ mod tests {
             attachments: vec![
                 serde_json::json!({"contentType": "application/vnd.microsoft.card.adaptive", "content": {}}),
             ],
+            digest: None,
         };
         let activity = content.to_activity();
         assert_eq!(activity.kind, "message");

@@ -197,6 +197,7 @@ fn content(fields: &Map<String, Value>) -> Result<Content, InvalidBody> {
         text,
         text_format,
         attachments,
+        digest: None,
     })
 }
 

@@ -157,3 +157,51 @@ pub fn job_number(reply: &RecordedRequest) -> u32 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no job number in {text:?}"))
 }
+
+/// The proactive messages `conversation` received so far: POSTs to the conversation, not
+/// replies, not updates.
+pub fn proactive(
+    connector: &ConnectorStandIn,
+    conversation: &Conversation,
+) -> Vec<RecordedRequest> {
+    connector
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == conversation.proactive_path())
+        .collect()
+}
+
+/// The in-place updates (`PUT …/activities/{id}`) sent into `conversation` so far.
+pub fn updates(connector: &ConnectorStandIn, conversation: &Conversation) -> Vec<RecordedRequest> {
+    let prefix = format!("{}/", conversation.proactive_path());
+    connector
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.starts_with(&prefix))
+        .collect()
+}
+
+/// Waits until `conversation` has received `count` proactive messages (panics after
+/// [`WAIT`]), then a moment more for any that should not come.
+pub async fn wait_for_proactive(
+    connector: &ConnectorStandIn,
+    conversation: &Conversation,
+    count: usize,
+) -> Vec<RecordedRequest> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let sent = proactive(connector, conversation);
+        if sent.len() >= count {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            return proactive(connector, conversation);
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "expected {count} proactive messages in {} within {WAIT:?}: {:#?}",
+                conversation.id,
+                connector.requests()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
