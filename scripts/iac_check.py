@@ -11,6 +11,10 @@ from scripts/requirements-iac.txt):
 
     .tools/iac/bin/python scripts/iac_check.py [--template template.yaml] [--skips scripts/iac-skips.yaml]
 
+checkov reads the template twice: as written, and as SAM's transform expands it (the HTTP API
+SAM makes for the functions' events, its stage with throttling and access logs, its routes and
+permissions exist only there); a finding on either counts once.
+
 Findings are matched by the tools' JSON output rather than passed to them as skip flags:
 checkov's --skip-check and cfn-lint's --ignore-checks skip a check everywhere, while an entry
 here accepts it only on the resources it names.
@@ -21,6 +25,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -54,6 +59,28 @@ def checkov_findings(template):
         findings.append(("checkov", failed["check_id"], resource,
                          f'{failed["check_name"]} (lines {failed["file_line_range"]})'))
     return findings, summary.get("passed", 0)
+
+
+def transformed(template, directory):
+    """The template as SAM's transform expands it, written as JSON into `directory`."""
+    from samtranslator.translator.transform import transform
+    from samtranslator.yaml_helper import yaml_parse
+
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    with open(template, encoding="utf-8") as handle:
+        document = yaml_parse(handle.read())
+    # The transform wants the code in S3, where `sam deploy` puts it.
+    for resource in document.get("Resources", {}).values():
+        if resource.get("Type") == "AWS::Serverless::Function":
+            resource.setdefault("Properties", {})["CodeUri"] = "s3://artifacts/code.zip"
+
+    class NoManagedPolicies:  # the template attaches none
+        def load(self):
+            return {}
+
+    path = Path(directory) / "template.transformed.json"
+    path.write_text(json.dumps(transform(document, {}, NoManagedPolicies()), default=str))
+    return str(path)
 
 
 def cfn_lint_findings(template):
@@ -102,6 +129,10 @@ def main():
 
     accepted, problems = load_skips(args.skips)
     checkov, passed = checkov_findings(args.template)
+    with tempfile.TemporaryDirectory() as directory:
+        expanded, _ = checkov_findings(transformed(args.template, directory))
+    seen = {finding[:3] for finding in checkov}
+    checkov += [finding for finding in expanded if finding[:3] not in seen]
     findings = checkov + cfn_lint_findings(args.template)
     for tool, check, resource, what in findings:
         key = (tool, check, resource)
@@ -115,7 +146,7 @@ def main():
             problems.append(f"{args.skips}: {tool} {check} on {resource} matches no finding any more: remove it")
 
     listed = sum(accepted.values())
-    print(f"checkov: {passed} checks passed, {len(checkov)} findings; "
+    print(f"checkov (the template, and as SAM expands it): {passed} checks passed, {len(checkov)} findings; "
           f"cfn-lint (with the serverless rules): {len(findings) - len(checkov)} findings; "
           f"{listed} of them accepted in {os.path.relpath(args.skips)}")
     if problems:
