@@ -404,7 +404,7 @@ fn dashboard(template: &Value) -> Value {
                     || template["Resources"].get(resource).is_some(),
                 "the dashboard names an unknown ${{{name}}}"
             );
-            text.push_str("X");
+            text.push('X');
         }
         rest = &rest[end + 1..];
     }
