@@ -24,6 +24,12 @@
 //! | `REMINDERS_SCHEDULER_ROLE_ARN` | the role EventBridge Scheduler assumes to send to the queue | required for `eventbridge` |
 //! | `NOTIFICATIONS_QUEUE_ARN` | the notifications FIFO queue, the schedules' target | required for `eventbridge` |
 //! | `REMINDERS_DEAD_LETTER_QUEUE_ARN` | standard SQS queue for schedule invocations that failed | required for `eventbridge` |
+//! | `ALLOW_ANONYMOUS_EMULATOR_MODE` | `true`: inside Lambda, start without `MicrosoftAppId` (no authentication) | `false`: refuse to start |
+//!
+//! Inside Lambda (`AWS_LAMBDA_RUNTIME_API` or `AWS_LAMBDA_FUNCTION_NAME` set) an empty
+//! `MicrosoftAppId` would be a public endpoint without authentication: the settings are refused
+//! ([`ConfigError::AnonymousInLambda`]) unless `ALLOW_ANONYMOUS_EMULATOR_MODE=true`, and even
+//! then the serviceUrl allowlist is not relaxed (see [`crate::auth::AuthConfig`]).
 
 use crate::adapters::eventbridge::EventBridgeTarget;
 use crate::auth::AuthConfig;
@@ -64,6 +70,17 @@ pub const EVENTBRIDGE_VARIABLES: [&str; 4] = [
     "REMINDERS_DEAD_LETTER_QUEUE_ARN",
 ];
 
+/// Lambda sets these in every function's environment (`cargo lambda watch` does too): either
+/// one present means the process runs inside Lambda.
+pub const LAMBDA_VARIABLES: [&str; 2] = ["AWS_LAMBDA_RUNTIME_API", "AWS_LAMBDA_FUNCTION_NAME"];
+
+/// Whether the environment `lookup` reads is Lambda's ([`LAMBDA_VARIABLES`]).
+pub fn in_lambda(lookup: impl Fn(&str) -> Option<String>) -> bool {
+    LAMBDA_VARIABLES
+        .iter()
+        .any(|name| lookup(name).is_some_and(|value| !value.trim().is_empty()))
+}
+
 /// Why the settings cannot be used; the text says what to set.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -85,6 +102,10 @@ pub enum ConfigError {
         "REMINDERS_SCHEDULER=eventbridge needs the AWS backend (JOBS_TABLE_NAME, DELIVERY_TABLE_NAME and the queue URLs): EventBridge Scheduler cannot reach an in-memory queue"
     )]
     EventBridgeWithoutAws,
+    #[error(
+        "MicrosoftAppId is empty: inside Lambda that is a public endpoint without authentication (Emulator mode), so the function refuses to start. Set MicrosoftAppId and MicrosoftAppPasswordSecretArn (template parameters of the same names), or set ALLOW_ANONYMOUS_EMULATOR_MODE=true (parameter AllowAnonymousEmulatorMode=true) to run without authentication on purpose"
+    )]
+    AnonymousInLambda,
     #[error(transparent)]
     Auth(#[from] crate::auth::ConfigError),
     #[error("could not build the HTTP client: {0}")]
@@ -267,6 +288,24 @@ impl Settings {
             retired: chrono::Duration::days(days("REGISTRY_RETIRED_DAYS", 30)?.into()),
         };
         let reminders = reminder_scheduling(&get, &backend)?;
+        let auth = AuthConfig::from_lookup(&lookup)?;
+        let allow_anonymous = match get("ALLOW_ANONYMOUS_EMULATOR_MODE")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(ConfigError::Invalid {
+                    name: "ALLOW_ANONYMOUS_EMULATOR_MODE",
+                    expected: "true or false",
+                    value: get("ALLOW_ANONYMOUS_EMULATOR_MODE").unwrap_or_default(),
+                });
+            }
+        };
+        if !auth.is_enabled() && in_lambda(&lookup) && !allow_anonymous {
+            return Err(ConfigError::AnonymousInLambda);
+        }
         Ok(Settings {
             port,
             backend,
@@ -279,7 +318,7 @@ impl Settings {
             registry_retention,
             app_password_secret_arn: get("MicrosoftAppPasswordSecretArn"),
             notify_api_key: get("NOTIFY_API_KEY").map(Secret),
-            auth: AuthConfig::from_lookup(&lookup)?,
+            auth,
             reminders,
         })
     }

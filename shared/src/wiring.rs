@@ -179,7 +179,7 @@ impl Services {
         }
         if !settings.auth.is_enabled() && crate::telemetry::in_lambda() {
             tracing::warn!(
-                "MicrosoftAppId is not set: authentication is off (Emulator mode); anyone who can reach the endpoint can talk to the bot"
+                "MicrosoftAppId is not set and ALLOW_ANONYMOUS_EMULATOR_MODE=true: authentication is off (Emulator mode); anyone who can reach the endpoint can talk to the bot, which still sends only to ALLOWED_SERVICE_URL_HOSTS"
             );
         }
         let retention = chrono::Duration::days(i64::from(settings.job_retention_days));

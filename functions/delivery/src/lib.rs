@@ -24,7 +24,11 @@ pub async fn handle(
 /// Builds the clients once, then serves invocations.
 pub async fn run() -> Result<(), Error> {
     proactive_bot::telemetry::init(true);
-    let services = Services::build(Settings::from_env()?).await?;
+    // The same settings as the messages function, so the same refusals: without an app id
+    // only when ALLOW_ANONYMOUS_EMULATOR_MODE=true (an init error, logged, otherwise).
+    let settings =
+        Settings::from_env().inspect_err(|e| tracing::error!("refusing to start: {e}"))?;
+    let services = Services::build(settings).await?;
     let engine = services.engine.clone();
     let queue = services.queue.clone();
     lambda_runtime::run(lambda_runtime::service_fn(|event| {

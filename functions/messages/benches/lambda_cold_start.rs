@@ -132,6 +132,10 @@ async fn main() {
             .env_remove("JOBS_TABLE_NAME")
             .env_remove("COMPLETIONS_QUEUE_URL")
             .env_remove("MicrosoftAppId")
+            // No app id inside Lambda: allowed on purpose, and the Connector stand-in (plain
+            // http on loopback) must be named, as Lambda never relaxes the allowlist.
+            .env("ALLOW_ANONYMOUS_EMULATOR_MODE", "true")
+            .env("ALLOWED_SERVICE_URL_HOSTS", "127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -38,7 +38,9 @@ pub fn mark_iam_caller(mut request: lambda_http::Request) -> lambda_http::Reques
 pub async fn run() -> Result<(), Error> {
     let lambda = proactive_bot::telemetry::in_lambda();
     proactive_bot::telemetry::init(lambda);
-    let settings = Settings::from_env()?;
+    // Inside Lambda a refusal is an init error: logged, then a non-zero exit.
+    let settings =
+        Settings::from_env().inspect_err(|e| tracing::error!("refusing to start: {e}"))?;
     if lambda {
         let services = Services::build(settings).await?;
         let router = services.router();

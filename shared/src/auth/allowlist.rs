@@ -57,7 +57,8 @@ impl HostPattern {
 ///
 /// Emulator mode (no app id, so no token is ever sent) relaxes this for local development:
 /// `https` to any host, and `http` to any loopback host; plain `http` to any other host still
-/// needs that host named exactly in the allowlist.
+/// needs that host named exactly in the allowlist. [`crate::auth::Auth::new`] asks for it only
+/// outside Lambda: a deployed bot without an app id keeps the strict policy.
 ///
 /// Patterns: `host` matches that host only, `*.example.com` any subdomain of `example.com`
 /// (not `example.com` itself). Matching ignores case, the port and a trailing `.`.

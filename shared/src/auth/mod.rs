@@ -19,8 +19,11 @@
 //!   token). It implements [`connector::ServiceUrlPolicy`](crate::connector::ServiceUrlPolicy).
 //!
 //! With no app id (`MicrosoftAppId` unset or empty) the bot runs in Emulator mode:
-//! authentication is off, no token is sent, and the allowlist also lets plain http reach
-//! loopback hosts (the local Emulator) while still requiring https anywhere else.
+//! authentication is off and no token is sent. Outside Lambda (the local runner) the allowlist
+//! is then relaxed for local development: plain http may reach loopback hosts (the local
+//! Emulator) and https any host. Inside Lambda it is not relaxed at all
+//! ([`AuthConfig::relax_allowlist_without_app_id`]): an anonymous deployed bot, which anyone
+//! can talk to, still sends only to the allowlist's hosts, so it is no open relay.
 //!
 //! [`Auth::new`] builds all three from an [`AuthConfig`], once per process.
 
@@ -100,6 +103,11 @@ pub struct AuthConfig {
     pub login_url: String,
     /// `ALLOWED_SERVICE_URL_HOSTS`, lower-cased host patterns.
     pub allowed_service_url_hosts: Vec<String>,
+    /// Whether Emulator mode (no app id) relaxes the serviceUrl allowlist for local
+    /// development (https to any host, http to any loopback host). True by default and for
+    /// the local runner; [`AuthConfig::from_lookup`] makes it false inside Lambda, where an
+    /// endpoint without authentication must not become a relay to any host.
+    pub relax_allowlist_without_app_id: bool,
 }
 
 impl Default for AuthConfig {
@@ -117,6 +125,7 @@ impl Default for AuthConfig {
                 .iter()
                 .map(|h| (*h).to_owned())
                 .collect(),
+            relax_allowlist_without_app_id: true,
         }
     }
 }
@@ -138,6 +147,10 @@ impl fmt::Debug for AuthConfig {
             )
             .field("login_url", &self.login_url)
             .field("allowed_service_url_hosts", &self.allowed_service_url_hosts)
+            .field(
+                "relax_allowlist_without_app_id",
+                &self.relax_allowlist_without_app_id,
+            )
             .finish()
     }
 }
@@ -154,7 +167,9 @@ impl AuthConfig {
     /// `MicrosoftAppId`, `MicrosoftAppPassword`, `MicrosoftAppType` (`MultiTenant` when unset,
     /// `SingleTenant`; case-insensitive), `MicrosoftAppTenantId`,
     /// `BOTFRAMEWORK_OPENID_METADATA_URL`, `BOTFRAMEWORK_EMULATOR_OPENID_METADATA_URL`,
-    /// `BOTFRAMEWORK_LOGIN_URL`, `ALLOWED_SERVICE_URL_HOSTS` (comma-separated).
+    /// `BOTFRAMEWORK_LOGIN_URL`, `ALLOWED_SERVICE_URL_HOSTS` (comma-separated); and Lambda's
+    /// own variables ([`crate::config::LAMBDA_VARIABLES`]): inside Lambda the allowlist is
+    /// never relaxed.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<AuthConfig, ConfigError> {
         let get = |name: &str| {
             lookup(name)
@@ -212,6 +227,7 @@ impl AuthConfig {
             )?,
             login_url: url("BOTFRAMEWORK_LOGIN_URL", DEFAULT_LOGIN_URL)?,
             allowed_service_url_hosts,
+            relax_allowlist_without_app_id: !crate::config::in_lambda(&lookup),
         })
     }
 
@@ -253,10 +269,11 @@ pub struct Auth {
 
 impl Auth {
     /// Builds the authenticator, the credentials and the allowlist from `config`, sharing
-    /// `http` for key and token fetches. With no app id everything is in Emulator mode.
+    /// `http` for key and token fetches. With no app id everything is in Emulator mode; the
+    /// allowlist is relaxed then only if the config says so (not inside Lambda).
     pub fn new(config: &AuthConfig, http: reqwest::Client) -> Auth {
         let authenticator = ChannelAuthenticator::new(config, http.clone());
-        let emulator_mode = !config.is_enabled();
+        let emulator_mode = !config.is_enabled() && config.relax_allowlist_without_app_id;
         let policy: Arc<dyn ServiceUrlPolicy> = Arc::new(ServiceUrlAllowlist::new(
             &config.allowed_service_url_hosts,
             emulator_mode,
