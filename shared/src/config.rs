@@ -24,6 +24,7 @@
 //! | `REMINDERS_SCHEDULER_ROLE_ARN` | the role EventBridge Scheduler assumes to send to the queue | required for `eventbridge` |
 //! | `NOTIFICATIONS_QUEUE_ARN` | the notifications FIFO queue, the schedules' target | required for `eventbridge` |
 //! | `REMINDERS_DEAD_LETTER_QUEUE_ARN` | standard SQS queue for schedule invocations that failed | required for `eventbridge` |
+//! | `METRICS_STACK` | the `Stack` dimension of every metric (read by [`crate::metrics::Metrics::stdout`], not here) | `local` |
 
 use crate::adapters::eventbridge::EventBridgeTarget;
 use crate::auth::AuthConfig;
