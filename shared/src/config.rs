@@ -25,6 +25,10 @@
 //! | `NOTIFICATIONS_QUEUE_ARN` | the notifications FIFO queue, the schedules' target | required for `eventbridge` |
 //! | `REMINDERS_DEAD_LETTER_QUEUE_ARN` | standard SQS queue for schedule invocations that failed | required for `eventbridge` |
 //! | `ALLOW_ANONYMOUS_EMULATOR_MODE` | `true`: inside Lambda, start without `MicrosoftAppId` (no authentication) | `false`: refuse to start |
+//! | `DIGEST_WINDOW_SECONDS` | how long a non-urgent notification waits for others of its conversation to go out as one message; `0`: no digests | `3` |
+//! | `QUIET_SECONDS` | a non-urgent notification is held while the conversation had an activity this recently; `0`: never held | `5` |
+//! | `MAX_HOLD_SECONDS` | the longest a notification is held | `600` |
+//! | `METRICS_STACK` | the `Stack` dimension of every metric (read by [`crate::metrics::Metrics::stdout`], not here) | `local` |
 //!
 //! Inside Lambda (`AWS_LAMBDA_RUNTIME_API` or `AWS_LAMBDA_FUNCTION_NAME` set) an empty
 //! `MicrosoftAppId` would be a public endpoint without authentication: the settings are refused

@@ -31,6 +31,7 @@ use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
 use crate::auth::ChannelAuthenticator;
 use crate::bot::Bot;
 use crate::connector::{ServiceUrlPolicy, is_usable_service_url};
+use crate::metrics::TurnKind;
 use crate::schema::Activity;
 
 /// The largest activity accepted. Bot Framework activities are far smaller; this bounds
@@ -120,16 +121,27 @@ async fn prefixed_messages(State(state): State<AppState>, request: Request) -> R
     messages(State(state), request).await
 }
 
+/// Answers an activity. The answer to one that passed every check (a turn, or an invoke
+/// answered 501) carries its [`TurnKind`] as an extension, for the Lambda handler's metrics;
+/// a refused request's answer carries none.
 async fn messages(State(state): State<AppState>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
-    let result = match read_body(&parts.headers, body).await {
-        Ok(body) => handle(&state, &parts.headers, &body).await,
+    let admitted = match read_body(&parts.headers, body).await {
+        Ok(body) => admit(&state, &parts.headers, &body).await,
         Err(error) => Err(error),
     };
-    match result {
+    let activity = match admitted {
+        Ok(activity) => activity,
+        Err(error) => return error.into_response(),
+    };
+    let mut response = match turn(&state, &activity).await {
         Ok(()) => StatusCode::OK.into_response(),
         Err(error) => error.into_response(),
-    }
+    };
+    response
+        .extensions_mut()
+        .insert(TurnKind::of(&activity.kind));
+    response
 }
 
 /// The whole body, at most [`MAX_BODY_BYTES`]: a longer one is refused (a declared
@@ -169,7 +181,8 @@ fn caused_by<E: StdError + 'static>(error: &(dyn StdError + 'static)) -> bool {
     false
 }
 
-async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+/// Every check before the turn: the activity, if the request may have one.
+async fn admit(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Activity, ApiError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(ApiError::PayloadTooLarge);
     }
@@ -194,13 +207,17 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<()
         .check_activity(&activity)
         .map_err(|_| ApiError::Unauthorized)?;
     check_service_url(state.policy.as_ref(), &activity)?;
+    Ok(activity)
+}
+
+async fn turn(state: &AppState, activity: &Activity) -> Result<(), ApiError> {
     if activity.kind == crate::schema::activity_types::INVOKE {
         // An invoke expects an InvokeResponse; this bot handles no invoke name, so it answers
         // as the SDKs do for an unknown one: 501, and nothing else happens (no turn, no
         // registration).
         return Err(ApiError::NotImplemented);
     }
-    state.bot.on_turn(&activity).await.map_err(|error| {
+    state.bot.on_turn(activity).await.map_err(|error| {
         tracing::error!(error = %error, conversation = activity.conversation_id().unwrap_or_default(), "could not answer the turn");
         ApiError::TurnFailed
     })

@@ -13,6 +13,7 @@
 //!   those ports.
 //! - [`bot`]: the conversation — what each activity does.
 //! - [`http`]: the `POST /api/messages` router served by Lambda and locally.
+//! - [`metrics`]: CloudWatch metrics as Embedded Metric Format lines, one flush per invocation.
 //! - [`config`]: settings from the environment; [`wiring`]: every client built once from them.
 
 pub mod adapters;
@@ -23,6 +24,7 @@ pub mod connector;
 pub mod delivery;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod notify;
 pub mod registry;
 pub mod reminders;

@@ -17,6 +17,7 @@ use proactive_bot::delivery::engine::NOT_REGISTERED;
 use proactive_bot::delivery::{
     Content, DeliveryState, Notification, NotificationId, QueueError, Source,
 };
+use proactive_bot::metrics::{Function, Metrics};
 use proactive_bot::schema::{ChannelAccount, ConversationAccount, ConversationReference};
 use proactive_bot::testing::connector::{ConnectorStandIn, ScriptedResponse};
 use proactive_bot::wiring::Services;
@@ -28,6 +29,11 @@ fn sqs_event(name: &str) -> LambdaEvent<SqsEvent> {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let event: SqsEvent = serde_json::from_str(&text).expect("a valid SQS event");
     LambdaEvent::new(event, Context::default())
+}
+
+/// Metrics written nowhere (`tests/metrics.rs` reads them).
+fn no_metrics() -> Metrics {
+    Metrics::new("test", Function::Delivery, Box::new(std::io::sink()))
 }
 
 /// What the handler asked of the queue.
@@ -122,9 +128,14 @@ async fn the_single_delivery_event_notifies_the_original_conversation() {
     let connector = ConnectorStandIn::start().await;
     let services = services_with_notification(&connector).await;
     let control = RecordingControl::default();
-    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-delivery.json"))
-        .await
-        .unwrap();
+    let response = delivery::handle(
+        &services.engine,
+        &control,
+        &no_metrics(),
+        sqs_event("sqs-delivery.json"),
+    )
+    .await
+    .unwrap();
     assert!(response.batch_item_failures.is_empty());
     let requests = connector.requests();
     assert_eq!(requests.len(), 1);
@@ -151,6 +162,7 @@ async fn the_mixed_batch_sends_once_and_acknowledges_the_duplicate_and_the_malfo
     let response = delivery::handle(
         &services.engine,
         &control,
+        &no_metrics(),
         sqs_event("sqs-mixed-batch.json"),
     )
     .await
@@ -171,6 +183,7 @@ async fn a_throttled_batch_comes_back_when_the_channel_says_in_order() {
     let response = delivery::handle(
         &services.engine,
         &control,
+        &no_metrics(),
         sqs_event("sqs-mixed-batch.json"),
     )
     .await
@@ -215,9 +228,14 @@ async fn a_reminder_fired_by_eventbridge_scheduler_is_delivered_like_any_notific
     )
     .await;
     let control = RecordingControl::default();
-    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-reminder.json"))
-        .await
-        .unwrap();
+    let response = delivery::handle(
+        &services.engine,
+        &control,
+        &no_metrics(),
+        sqs_event("sqs-reminder.json"),
+    )
+    .await
+    .unwrap();
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
     let requests = connector.requests();
     assert_eq!(requests.len(), 1);
@@ -253,9 +271,14 @@ async fn the_delivery_event_for_a_retired_conversation_fails_and_sends_nothing()
         .unwrap();
     assert!(retired);
     let control = RecordingControl::default();
-    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-delivery.json"))
-        .await
-        .unwrap();
+    let response = delivery::handle(
+        &services.engine,
+        &control,
+        &no_metrics(),
+        sqs_event("sqs-delivery.json"),
+    )
+    .await
+    .unwrap();
     assert!(
         response.batch_item_failures.is_empty(),
         "acknowledged: retrying cannot help"
@@ -323,9 +346,14 @@ async fn the_broadcast_event_fans_out_to_every_active_conversation_then_each_is_
         .unwrap();
 
     let control = RecordingControl::default();
-    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-broadcast.json"))
-        .await
-        .unwrap();
+    let response = delivery::handle(
+        &services.engine,
+        &control,
+        &no_metrics(),
+        sqs_event("sqs-broadcast.json"),
+    )
+    .await
+    .unwrap();
     assert!(response.batch_item_failures.is_empty(), "{response:?}");
     assert!(
         connector.requests().is_empty(),
@@ -365,9 +393,14 @@ async fn the_broadcast_event_fans_out_to_every_active_conversation_then_each_is_
     assert_eq!((status.sent, status.pending), (3, 0), "{status:?}");
 
     // The same step again (a redelivery) finds the fan-out done and queues nothing.
-    let response = delivery::handle(&services.engine, &control, sqs_event("sqs-broadcast.json"))
-        .await
-        .unwrap();
+    let response = delivery::handle(
+        &services.engine,
+        &control,
+        &no_metrics(),
+        sqs_event("sqs-broadcast.json"),
+    )
+    .await
+    .unwrap();
     assert!(response.batch_item_failures.is_empty());
     assert!(
         services

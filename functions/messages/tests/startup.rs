@@ -164,7 +164,7 @@ async fn an_anonymous_lambda_refuses_a_stranger_service_url_with_403_and_sends_n
     let b = Conversation::new("conv-b|livechat", "user-b", &connector);
     assert_eq!(post(&bot, &b.message("run")).await.0, 403);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(services.jobs.list_recent(10).await.unwrap().total, 0);
+    assert_eq!(services.jobs.list_recent(None, 10).await.unwrap().total, 0);
     assert!(connector.requests().is_empty());
     bot.stop().await.unwrap();
 }

@@ -92,7 +92,10 @@ pub async fn handle_records(
     let count = |f: fn(&Delivered) -> bool| results.iter().filter(|r| f(&r.delivered)).count();
     tracing::info!(
         records = records.len(),
-        sent = count(|d| matches!(d, Delivered::Sent)),
+        sent = count(|d| matches!(d, Delivered::Sent | Delivered::Digested)),
+        digested = count(|d| matches!(d, Delivered::Digested)),
+        held = count(|d| matches!(d, Delivered::Held)),
+        waiting = count(|d| matches!(d, Delivered::DigestWindow)),
         failed = count(|d| matches!(d, Delivered::Failed(_))),
         retrying = count(|d| matches!(d, Delivered::Retrying(_))),
         deferred = count(|d| matches!(

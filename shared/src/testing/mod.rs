@@ -1,14 +1,17 @@
 //! Test support for this workspace's integration tests (the `testing` feature): a Bot
 //! Connector stand-in, a Teams simulator that enforces the channel's rate limits, a moto
 //! server launcher for DynamoDB and SQS over the real wire protocol, a local identity provider
-//! that signs tokens with test keys, a log capture, and process memory readings for the
-//! benchmarks.
+//! that signs tokens with test keys, a log capture, a metrics capture with an EMF check, a
+//! Lambda Runtime API stand-in to run a function's binary against, and process memory readings
+//! for the benchmarks.
 
 pub mod connector;
 pub mod idp;
 pub mod logs;
+pub mod metrics;
 pub mod moto;
 pub mod process;
+pub mod runtime_api;
 pub mod simulator;
 
 /// Serves `router` on a free port of 127.0.0.1 until the returned task is aborted; `what`
