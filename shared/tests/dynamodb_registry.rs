@@ -594,3 +594,72 @@ async fn an_unreadable_registration_is_reported_corrupt_with_its_key() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn held_notifications_are_a_set_that_seen_reads_back_in_its_one_write() {
+    let f = fixture("reg-held").await;
+    let url = "https://smba.example/amer/";
+    let a = reference("19:held@thread.v2", Some("tenant-1"), url);
+    assert!(
+        !f.registry.hold("19:unknown", "job-1-1").await.unwrap(),
+        "an unknown conversation holds nothing"
+    );
+    assert!(f.raw("19:unknown").await.is_none(), "and is not created");
+    assert!(f.registry.seen(&a, Utc::now()).await.unwrap().is_empty());
+
+    f.counter.reset();
+    assert!(
+        f.registry
+            .hold(&a.conversation.id, "job-1-1")
+            .await
+            .unwrap()
+    );
+    assert!(
+        f.registry
+            .hold(&a.conversation.id, "job-2-2")
+            .await
+            .unwrap()
+    );
+    assert!(
+        f.registry
+            .hold(&a.conversation.id, "job-1-1")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.counter.count("DynamoDB", "UpdateItem"),
+        3,
+        "one write each"
+    );
+    let mut held = f.stored(&a.conversation.id).await.held;
+    held.sort();
+    assert_eq!(held, ["job-1-1", "job-2-2"], "a set: held once");
+
+    // The turn's write returns them, in that one request.
+    f.counter.reset();
+    let mut read = f.registry.seen(&a, Utc::now()).await.unwrap();
+    read.sort();
+    assert_eq!(read, ["job-1-1", "job-2-2"]);
+    assert_eq!(f.counter.total(), 1, "{:?}", f.counter.snapshot());
+
+    f.registry
+        .release(
+            &a.conversation.id,
+            &["job-1-1".to_owned(), "nope".to_owned()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(f.stored(&a.conversation.id).await.held, ["job-2-2"]);
+    f.registry
+        .release(&a.conversation.id, &["job-2-2".to_owned()])
+        .await
+        .unwrap();
+    assert!(f.stored(&a.conversation.id).await.held.is_empty());
+    assert!(f.registry.seen(&a, Utc::now()).await.unwrap().is_empty());
+    // Releasing from an unknown conversation creates nothing.
+    f.registry
+        .release("19:unknown", &["job-1-1".to_owned()])
+        .await
+        .unwrap();
+    assert!(f.raw("19:unknown").await.is_none());
+}

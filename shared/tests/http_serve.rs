@@ -156,11 +156,19 @@ async fn a_normal_request_is_served_while_a_slow_client_waits() {
 
 #[tokio::test]
 async fn shutdown_waits_for_the_request_in_progress() {
+    // The stop is given once the request is being handled (not after a fixed sleep, which a
+    // loaded machine can outrun).
+    let handling = std::sync::Arc::new(tokio::sync::Notify::new());
+    let handler_started = handling.clone();
     let router = Router::new().route(
         "/slow",
-        post(|| async {
-            tokio::time::sleep(Duration::from_millis(400)).await;
-            "done"
+        post(move || {
+            let handler_started = handler_started.clone();
+            async move {
+                handler_started.notify_one();
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                "done"
+            }
         }),
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -174,7 +182,6 @@ async fn shutdown_waits_for_the_request_in_progress() {
         },
         ServeConfig::default(),
     ));
-    let started = Instant::now();
     let request = tokio::spawn(async move {
         let response = reqwest::Client::new()
             .post(format!("http://{addr}/slow"))
@@ -183,11 +190,12 @@ async fn shutdown_waits_for_the_request_in_progress() {
             .unwrap();
         response.text().await.unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    handling.notified().await;
+    let started = Instant::now();
     stop.send(()).unwrap();
     server.await.unwrap().expect("serve ends cleanly");
     assert!(
-        started.elapsed() >= Duration::from_millis(350),
+        started.elapsed() >= Duration::from_millis(300),
         "serve returned before the request in progress was answered: {:?}",
         started.elapsed()
     );

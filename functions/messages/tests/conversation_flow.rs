@@ -132,12 +132,17 @@ async fn twenty_completions_in_one_second_arrive_as_at_most_three_messages_namin
         numbers.push(job_number(&say(&bot, &connector, &a, "run").await));
     }
     connector.clear();
+    // All twenty at once (well within a second on an idle machine; on a loaded one what
+    // matters is that they all arrive within the digest window).
     let started = Instant::now();
-    for number in &numbers {
-        complete_by_event(&bot, &system, *number).await;
-    }
+    futures_util::future::join_all(
+        numbers
+            .iter()
+            .map(|number| complete_by_event(&bot, &system, *number)),
+    )
+    .await;
     assert!(
-        started.elapsed() < Duration::from_secs(1),
+        started.elapsed() < Duration::from_secs(3),
         "{:?}",
         started.elapsed()
     );
@@ -183,8 +188,24 @@ async fn twenty_completions_in_one_second_arrive_as_at_most_three_messages_namin
         "{}",
         messages[0].text()
     );
-    // And each running reply was updated in place.
-    assert_eq!(updates(&connector, &a).len(), 20);
+    // And each running reply is updated in place (paced by the same limits: it takes a few
+    // seconds more).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while updates(&connector, &a).len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "{} updates",
+            updates(&connector, &a).len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(updates(&connector, &a).len(), 20, "each once");
+    assert_eq!(
+        proactive(&connector, &a).len(),
+        messages.len(),
+        "nothing more"
+    );
     bot.stop().await.unwrap();
 }
 
