@@ -179,6 +179,8 @@ async fn the_lambda_binary_writes_its_metrics_to_stdout_with_the_stack_it_is_giv
         .env("AWS_REGION", "us-east-1")
         // No app id inside Lambda: allowed explicitly (see the startup tests).
         .env("ALLOW_ANONYMOUS_EMULATOR_MODE", "true")
+        // Inside Lambda the allowlist is strict: the stand-in Connector's host must be named.
+        .env("ALLOWED_SERVICE_URL_HOSTS", "127.0.0.1")
         .env("METRICS_STACK", "ci-stack")
         .env("RUST_LOG", "info")
         .env_remove("JOBS_TABLE_NAME")
