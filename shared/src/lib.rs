@@ -14,6 +14,7 @@
 //! - [`bot`]: the conversation — what each activity does.
 //! - [`http`]: the `POST /api/messages` router served by Lambda and locally.
 //! - [`config`]: settings from the environment; [`wiring`]: every client built once from them.
+//! - [`tls`]: the one TLS configuration every HTTPS client shares (compiled-in roots).
 
 pub mod adapters;
 pub mod auth;
@@ -28,6 +29,7 @@ pub mod registry;
 pub mod reminders;
 pub mod schema;
 pub mod telemetry;
+pub mod tls;
 pub mod wiring;
 
 #[cfg(feature = "testing")]

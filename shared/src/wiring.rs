@@ -169,7 +169,12 @@ impl Services {
     pub async fn build(mut settings: Settings) -> Result<Services, ConfigError> {
         let aws = match (&settings.backend, &settings.app_password_secret_arn) {
             (Backend::Memory, None) => None,
-            _ => Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await),
+            _ => Some(
+                aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .http_client(crate::tls::sdk_http_client(crate::tls::client_config()))
+                    .load()
+                    .await,
+            ),
         };
         if let (Some(arn), Some(aws)) = (settings.app_password_secret_arn.clone(), &aws)
             && settings.auth.app_password.is_none()
@@ -261,7 +266,7 @@ impl Services {
         engine: EngineConfig,
         ports: Ports,
     ) -> Result<Services, ConfigError> {
-        let auth = Auth::new(auth, reqwest::Client::new());
+        let auth = Auth::new(auth, crate::tls::reqwest_client());
         let connector = ConnectorClient::new(ConnectorConfig {
             credentials: auth.credentials.clone(),
             policy: auth.policy.clone(),
