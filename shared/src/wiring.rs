@@ -181,11 +181,6 @@ impl Services {
         {
             settings.auth.app_password = Some(read_app_password(aws, &arn).await?);
         }
-        if !settings.auth.is_enabled() && crate::telemetry::in_lambda() {
-            tracing::warn!(
-                "MicrosoftAppId is not set: authentication is off (Emulator mode); anyone who can reach the endpoint can talk to the bot"
-            );
-        }
         let retention = chrono::Duration::days(i64::from(settings.job_retention_days));
         let ports = match (&settings.backend, &aws) {
             (Backend::Aws { .. }, Some(aws)) => Ports::aws(

@@ -24,7 +24,13 @@ pub async fn handle(
 /// Builds the clients once, then serves invocations.
 pub async fn run() -> Result<(), Error> {
     proactive_bot::telemetry::init(true);
-    let services = Services::build(Settings::from_env()?).await?;
+    let settings = Settings::from_env()?;
+    if !settings.auth.is_enabled() {
+        tracing::warn!(
+            "MicrosoftAppId is not set (Emulator mode): notifications are sent without a token, which only local clients (the Emulator, Agents Playground) accept"
+        );
+    }
+    let services = Services::build(settings).await?;
     let engine = services.engine.clone();
     let queue = services.queue.clone();
     lambda_runtime::run(lambda_runtime::service_fn(|event| {

@@ -159,8 +159,7 @@ async fn a_rest_api_stage_prefix_is_ignored() {
 #[tokio::test]
 async fn the_bare_activity_is_the_run_events_body() {
     let connector = ConnectorStandIn::start().await;
-    let run: serde_json::Value =
-        serde_json::from_str(&event("http-run.json", &connector)).unwrap();
+    let run: serde_json::Value = serde_json::from_str(&event("http-run.json", &connector)).unwrap();
     let body: serde_json::Value = serde_json::from_str(run["body"].as_str().unwrap()).unwrap();
     let bare: serde_json::Value =
         serde_json::from_str(&event("activity.json", &connector)).unwrap();
