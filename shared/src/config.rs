@@ -14,7 +14,7 @@
 //! | `RATE_LIMITS_<CHANNEL>` | limits for one channel (e.g. `RATE_LIMITS_WEBCHAT`), same form | `RATE_LIMITS` |
 //! | `RATE_LIMIT_MAX_WAIT_MS` | the longest a delivery waits in process for its turn | 200 |
 //! | `RATE_LIMIT_MARGIN_MS` | added to every window for network jitter | 50 |
-//! | `JOB_RETENTION_DAYS` | how long finished jobs are kept (DynamoDB TTL) | 30 |
+//! | `JOB_RETENTION_DAYS` | days a complete job, an ended notification (sent, failed, gave up) and a notify request (from its creation) are kept (DynamoDB TTL); 1 to 36500 | 30 |
 //! | `NOTIFY_API_KEY` | local runner: the key `/api/notify` requires (`Authorization: Bearer …`); unset: every notify call refused. Inside Lambda the route uses IAM | unset |
 //! | `REGISTRY_INACTIVE_DAYS` | how long a registered conversation is kept after its last activity (DynamoDB TTL) | 365 |
 //! | `REGISTRY_RETIRED_DAYS` | how long a retired conversation is kept (DynamoDB TTL) | 30 |

@@ -153,6 +153,8 @@ pub struct ConnectorConfig {
     pub timeout: Duration,
     pub credentials: Arc<dyn Credentials>,
     pub policy: Arc<dyn ServiceUrlPolicy>,
+    /// TLS for https serviceUrls: the process's shared configuration ([`crate::tls`]).
+    pub tls: rustls::ClientConfig,
 }
 
 impl Default for ConnectorConfig {
@@ -161,6 +163,7 @@ impl Default for ConnectorConfig {
             timeout: Duration::from_secs(10),
             credentials: Arc::new(NoCredentials),
             policy: Arc::new(AllowAnyServiceUrl),
+            tls: crate::tls::client_config(),
         }
     }
 }
@@ -190,7 +193,7 @@ struct ErrorDetail {
 
 impl ConnectorClient {
     pub fn new(config: ConnectorConfig) -> Result<Self, ConnectorError> {
-        let http = reqwest::Client::builder()
+        let http = crate::tls::reqwest_builder(config.tls)
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             // A redirect would carry the token to a URL the policy never checked.

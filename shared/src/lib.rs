@@ -15,6 +15,7 @@
 //! - [`http`]: the `POST /api/messages` router served by Lambda and locally.
 //! - [`metrics`]: CloudWatch metrics as Embedded Metric Format lines, one flush per invocation.
 //! - [`config`]: settings from the environment; [`wiring`]: every client built once from them.
+//! - [`tls`]: the one TLS configuration every HTTPS client shares (compiled-in roots).
 
 pub mod adapters;
 pub mod auth;
@@ -30,6 +31,7 @@ pub mod registry;
 pub mod reminders;
 pub mod schema;
 pub mod telemetry;
+pub mod tls;
 pub mod wiring;
 
 #[cfg(feature = "testing")]

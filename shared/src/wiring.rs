@@ -170,17 +170,17 @@ impl Services {
     pub async fn build(mut settings: Settings) -> Result<Services, ConfigError> {
         let aws = match (&settings.backend, &settings.app_password_secret_arn) {
             (Backend::Memory, None) => None,
-            _ => Some(aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await),
+            _ => Some(
+                aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .http_client(crate::tls::sdk_http_client(crate::tls::client_config()))
+                    .load()
+                    .await,
+            ),
         };
         if let (Some(arn), Some(aws)) = (settings.app_password_secret_arn.clone(), &aws)
             && settings.auth.app_password.is_none()
         {
             settings.auth.app_password = Some(read_app_password(aws, &arn).await?);
-        }
-        if !settings.auth.is_enabled() && crate::telemetry::in_lambda() {
-            tracing::warn!(
-                "MicrosoftAppId is not set and ALLOW_ANONYMOUS_EMULATOR_MODE=true: authentication is off (Emulator mode); anyone who can reach the endpoint can talk to the bot, which still sends only to ALLOWED_SERVICE_URL_HOSTS"
-            );
         }
         let retention = chrono::Duration::days(i64::from(settings.job_retention_days));
         let ports = match (&settings.backend, &aws) {
@@ -265,7 +265,7 @@ impl Services {
         engine: EngineConfig,
         ports: Ports,
     ) -> Result<Services, ConfigError> {
-        let auth = Auth::new(auth, reqwest::Client::new());
+        let auth = Auth::new(auth, crate::tls::reqwest_client());
         let connector = ConnectorClient::new(ConnectorConfig {
             credentials: auth.credentials.clone(),
             policy: auth.policy.clone(),

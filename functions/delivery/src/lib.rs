@@ -37,6 +37,11 @@ pub async fn run() -> Result<(), Error> {
     // only when ALLOW_ANONYMOUS_EMULATOR_MODE=true (an init error, logged, otherwise).
     let settings =
         Settings::from_env().inspect_err(|e| tracing::error!("refusing to start: {e}"))?;
+    if !settings.auth.is_enabled() {
+        tracing::warn!(
+            "MicrosoftAppId is not set (Emulator mode): notifications are sent without a token, which only local clients (the Emulator, Agents Playground) accept"
+        );
+    }
     let services = Services::build(settings).await?;
     let engine = services.engine.clone();
     let queue = services.queue.clone();

@@ -66,6 +66,13 @@ pub async fn run() -> Result<(), Error> {
     let settings =
         Settings::from_env().inspect_err(|e| tracing::error!("refusing to start: {e}"))?;
     if lambda {
+        // Said once, here: the local runner says it in its own words (`local::run`), and the
+        // delivery function, which has no endpoint, in its own.
+        if !settings.auth.is_enabled() {
+            tracing::warn!(
+                "MicrosoftAppId is not set: authentication is off (Emulator mode); anyone who can reach the endpoint can talk to the bot"
+            );
+        }
         let services = Services::build(settings).await?;
         let router = services.router();
         let metrics = std::sync::Arc::new(Metrics::stdout(Function::Messages));

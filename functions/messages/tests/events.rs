@@ -153,3 +153,17 @@ async fn a_rest_api_stage_prefix_is_ignored() {
     rest["requestContext"]["path"] = serde_json::json!("/prod/api/other");
     assert_eq!(invoke(&services, &rest.to_string()).await, 404);
 }
+
+/// `events/activity.json` (what the README posts with curl to `cargo lambda watch`) is the
+/// activity `http-run.json` carries, and is accepted as one.
+#[tokio::test]
+async fn the_bare_activity_is_the_run_events_body() {
+    let connector = ConnectorStandIn::start().await;
+    let run: serde_json::Value = serde_json::from_str(&event("http-run.json", &connector)).unwrap();
+    let body: serde_json::Value = serde_json::from_str(run["body"].as_str().unwrap()).unwrap();
+    let bare: serde_json::Value =
+        serde_json::from_str(&event("activity.json", &connector)).unwrap();
+    assert_eq!(bare, body);
+    let activity: Activity = serde_json::from_value(bare).unwrap();
+    assert_eq!(activity.text.as_deref(), Some("run"));
+}

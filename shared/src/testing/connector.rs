@@ -69,6 +69,8 @@ struct Inner {
 /// The stand-in server. Stops when dropped.
 pub struct ConnectorStandIn {
     addr: SocketAddr,
+    /// `http`, or `https` ([`ConnectorStandIn::start_https`]).
+    scheme: &'static str,
     inner: Arc<Mutex<Inner>>,
     server: tokio::task::JoinHandle<()>,
 }
@@ -80,14 +82,33 @@ impl ConnectorStandIn {
         let (addr, server) = super::serve_on_loopback(router, "connector stand-in").await;
         ConnectorStandIn {
             addr,
+            scheme: "http",
             inner,
             server,
         }
     }
 
-    /// A serviceUrl pointing here, with a path prefix as Teams uses (`…/amer/`).
+    /// The stand-in over HTTPS, with a certificate for `localhost` from the test CA
+    /// ([`super::https`]): only a client trusting that CA reaches it.
+    pub async fn start_https() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let router = Router::new().fallback(record).with_state(inner.clone());
+        let (addr, server) = super::https::serve_on_loopback(router, "connector stand-in").await;
+        ConnectorStandIn {
+            addr,
+            scheme: "https",
+            inner,
+            server,
+        }
+    }
+
+    /// A serviceUrl pointing here, with a path prefix as Teams uses (`…/amer/`); over HTTPS
+    /// the host is `localhost`, the name the test certificate carries.
     pub fn service_url(&self) -> String {
-        format!("http://{}/amer/", self.addr)
+        match self.scheme {
+            "https" => format!("https://localhost:{}/amer/", self.addr.port()),
+            _ => format!("http://{}/amer/", self.addr),
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -173,13 +173,15 @@ impl MotoServer {
     }
 
     /// An SDK configuration for moto (region us-east-1, static test credentials, endpoint
-    /// URL = moto) and a fresh [`RequestCounter`]. `SdkConfig` cannot carry interceptors:
+    /// URL = moto, the product's HTTP client: [`crate::tls::sdk_http_client`]) and a fresh
+    /// [`RequestCounter`]. `SdkConfig` cannot carry interceptors:
     /// build clients with [`dynamodb_client`] and [`sqs_client`] to have them counted.
     pub async fn sdk_config(&self) -> (SdkConfig, RequestCounter) {
         let config = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
             .endpoint_url(self.endpoint())
+            .http_client(crate::tls::sdk_http_client(crate::tls::client_config()))
             .load()
             .await;
         (config, RequestCounter::default())
