@@ -199,7 +199,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn clones_share_one_verifier_over_the_compiled_in_roots() {
+    fn clones_share_one_provider_and_the_roots_are_compiled_in() {
         let (a, b) = (client_config(), client_config());
         assert!(Arc::ptr_eq(
             &a.crypto_provider().clone(),
