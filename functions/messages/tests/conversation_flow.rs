@@ -7,9 +7,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use proactive_bot::delivery::DeliveryState;
-use proactive_bot::jobs::JobNumber;
+use proactive_bot::delivery::{DeliveryState, Notification, NotificationId};
+use proactive_bot::jobs::{Job, JobNumber};
 use proactive_bot::testing::connector::{ConnectorStandIn, RecordedRequest, ScriptedResponse};
+use proactive_bot::wiring::Services;
 use serde_json::{Value, json};
 use support::*;
 
@@ -19,6 +20,24 @@ async fn complete_by_event(bot: &messages::local::LocalBot, system: &Conversatio
     event["name"] = json!("jobComplete");
     event["value"] = json!(number);
     assert_eq!(post(bot, &event).await.0, 200);
+}
+
+async fn stored_job(services: &Services, number: u32) -> Job {
+    services
+        .jobs
+        .get(JobNumber::new(number).unwrap())
+        .await
+        .unwrap()
+        .expect("the job exists")
+}
+
+async fn stored_notification(services: &Services, id: &NotificationId) -> Notification {
+    services
+        .notifications
+        .get(id)
+        .await
+        .unwrap()
+        .expect("the notification exists")
 }
 
 /// The id the stand-in gave the reply to `request` (its answers are `activity-<n>`, n the
@@ -82,30 +101,15 @@ async fn a_channel_refusing_updates_still_gets_the_notification_and_the_update_i
     assert_eq!(sent[0].text(), format!("Job {number} is complete."));
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(updates(&connector, &a).len(), 1, "tried once, not retried");
-    let job = services
-        .jobs
-        .get(JobNumber::new(number).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let update = services
-        .notifications
-        .get(&job.announcement_update_id())
-        .await
-        .unwrap()
-        .unwrap();
+    let job = stored_job(&services, number).await;
+    let update = stored_notification(&services, &job.announcement_update_id()).await;
     match &update.state {
         DeliveryState::Failed { reason, .. } => {
             assert!(reason.starts_with("update refused: "), "{reason}")
         }
         other => panic!("{other:?}"),
     }
-    let completion = services
-        .notifications
-        .get(job.status.notification().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let completion = stored_notification(&services, job.status.notification().unwrap()).await;
     assert!(matches!(completion.state, DeliveryState::Sent { .. }));
     // The conversation is not retired for it.
     assert!(
@@ -151,18 +155,9 @@ async fn twenty_completions_in_one_second_arrive_as_at_most_three_messages_namin
     let deadline = Instant::now() + Duration::from_secs(20);
     for number in &numbers {
         loop {
-            let job = services
-                .jobs
-                .get(JobNumber::new(*number).unwrap())
-                .await
-                .unwrap()
-                .unwrap();
-            let notification = services
-                .notifications
-                .get(job.status.notification().unwrap())
-                .await
-                .unwrap()
-                .unwrap();
+            let job = stored_job(&services, *number).await;
+            let notification =
+                stored_notification(&services, job.status.notification().unwrap()).await;
             if matches!(notification.state, DeliveryState::Sent { .. }) {
                 break;
             }
@@ -237,18 +232,8 @@ async fn a_completion_is_held_while_the_user_talks_and_sent_once_it_is_quiet() {
         "sent {quiet_for:?} after the last activity"
     );
     assert!(completed.elapsed() < Duration::from_secs(10));
-    let job = services
-        .jobs
-        .get(JobNumber::new(number).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let notification = services
-        .notifications
-        .get(job.status.notification().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let job = stored_job(&services, number).await;
+    let notification = stored_notification(&services, job.status.notification().unwrap()).await;
     assert!(matches!(notification.state, DeliveryState::Sent { .. }));
     let registration = services.registry.get(&a.id).await.unwrap().unwrap();
     assert!(registration.held.is_empty(), "{:?}", registration.held);
@@ -289,18 +274,8 @@ async fn a_held_completion_rides_on_the_reply_to_the_users_next_message() {
         )
     );
     assert_eq!(reply.body["textFormat"], "markdown");
-    let job = services
-        .jobs
-        .get(JobNumber::new(number).unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let notification = services
-        .notifications
-        .get(job.status.notification().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let job = stored_job(&services, number).await;
+    let notification = stored_notification(&services, job.status.notification().unwrap()).await;
     match &notification.state {
         DeliveryState::Sent { activity_id, .. } => {
             assert_eq!(

@@ -170,7 +170,9 @@ async fn complete_by_event(bot: &LocalBot, job_system: &Conversation, number: u3
 
 /// The completion notification of job `number`, once it has left Queued/Sending.
 async fn settled_completion(services: &Services, number: u32) -> Notification {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    // With the defaults a completion waits out the digest window and, right after the user
+    // talked, the quiet period (about 6 s in all); on moto under a loaded machine, more.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let job = services
             .jobs

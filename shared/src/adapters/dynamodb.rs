@@ -50,7 +50,7 @@ use aws_sdk_dynamodb::types::{
 };
 use chrono::{DateTime, Utc};
 
-use super::item::{Attributes, json, millis, number};
+use super::item::{Attributes, applied, json, millis, number};
 use crate::delivery::NotificationId;
 use crate::jobs::{CompleteOutcome, Job, JobNumber, JobPage, JobStatus, JobStore, StoreError};
 
@@ -321,17 +321,7 @@ impl JobStore for DynamoJobStore {
             .expression_attribute_values(":id", AttributeValue::S(activity_id.to_owned()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(self.unavailable("UpdateItem", error)),
-        }
+        applied(result, |e| self.unavailable("UpdateItem", e))
     }
 
     async fn complete(

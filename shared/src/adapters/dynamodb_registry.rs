@@ -87,7 +87,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use super::item::{Attributes, Item, batch_get, expires_at, json, millis, string};
+use super::item::{Attributes, Item, applied, batch_get, expires_at, json, millis, string};
 use crate::registry::{
     ActivePage, ConversationRegistry, Registration, RegistryError, RegistryRetention, Status,
 };
@@ -375,17 +375,7 @@ impl ConversationRegistry for DynamoConversationRegistry {
             .expression_attribute_values(":id", AttributeValue::Ss(vec![notification.to_owned()]))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(self.unavailable("UpdateItem", error)),
-        }
+        applied(result, |e| self.unavailable("UpdateItem", e))
     }
 
     async fn release(
@@ -409,17 +399,8 @@ impl ConversationRegistry for DynamoConversationRegistry {
             .expression_attribute_values(":ids", AttributeValue::Ss(notifications.to_vec()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(error) => Err(self.unavailable("UpdateItem", error)),
-        }
+        // Unknown conversation: nothing to release.
+        applied(result, |e| self.unavailable("UpdateItem", e)).map(drop)
     }
 
     async fn retire(
@@ -454,18 +435,8 @@ impl ConversationRegistry for DynamoConversationRegistry {
             .expression_attribute_values(":expiresAt", expires_at(now, self.retention.retired))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            // Unknown, or retired already: left as it is.
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(self.unavailable("UpdateItem", error)),
-        }
+        // Unknown, or retired already: left as it is.
+        applied(result, |e| self.unavailable("UpdateItem", e))
     }
 
     async fn get(&self, conversation_id: &str) -> Result<Option<Registration>, RegistryError> {

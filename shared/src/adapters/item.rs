@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -46,6 +47,25 @@ where
         "DynamoDB {operation} on table {table}: {}",
         DisplayErrorContext(&error)
     )
+}
+
+/// What a conditional UpdateItem did: `Ok(true)` applied, `Ok(false)` its condition did not
+/// hold (nothing written); any other failure goes through `unavailable`.
+pub(crate) fn applied<O, R, E>(
+    result: Result<O, SdkError<UpdateItemError, R>>,
+    unavailable: impl FnOnce(SdkError<UpdateItemError, R>) -> E,
+) -> Result<bool, E> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(unavailable(error)),
+    }
 }
 
 /// An item, as the SDK hands it over.

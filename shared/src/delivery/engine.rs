@@ -448,30 +448,9 @@ impl DeliveryEngine {
             Ok(notification) => notification,
             Err((delivered, decision)) => return single(delivered, decision),
         };
-        let target = match self.target_of(&first, view).await {
+        let target = match self.target_of(&first, view, receives).await {
             Ok(target) => target,
-            Err(error) => {
-                let (delivered, decision) = match error {
-                    TargetError::NotRegistered => {
-                        (Delivered::Failed(NOT_REGISTERED.to_owned()), Decision::Done)
-                    }
-                    TargetError::Unavailable(error) => {
-                        self.record(&first, Outcome::Released).await;
-                        self.store_unavailable(error, receives)
-                    }
-                };
-                if matches!(delivered, Delivered::Failed(_)) {
-                    tracing::warn!("the conversation is not registered (or retired); not sent");
-                    self.record(
-                        &first,
-                        Outcome::Failed {
-                            reason: NOT_REGISTERED.to_owned(),
-                        },
-                    )
-                    .await;
-                }
-                return single(delivered, decision);
-            }
+            Err((delivered, decision)) => return single(delivered, decision),
         };
         first.target = target;
 
@@ -638,22 +617,9 @@ impl DeliveryEngine {
             Err(outcome) => return outcome,
         };
         let mut view = ConversationView::default();
-        match self.target_of(&notification, &mut view).await {
+        match self.target_of(&notification, &mut view, receives).await {
             Ok(target) => notification.target = target,
-            Err(TargetError::NotRegistered) => {
-                self.record(
-                    &notification,
-                    Outcome::Failed {
-                        reason: NOT_REGISTERED.to_owned(),
-                    },
-                )
-                .await;
-                return (Delivered::Failed(NOT_REGISTERED.to_owned()), Decision::Done);
-            }
-            Err(TargetError::Unavailable(error)) => {
-                self.record(&notification, Outcome::Released).await;
-                return self.store_unavailable(error, receives);
-            }
+            Err(outcome) => return outcome,
         }
         let planned = match self.wait_for(at, &notification).await {
             Ok(Some(at)) => at,
@@ -755,34 +721,47 @@ impl DeliveryEngine {
         }
     }
 
-    /// Where `notification` goes: its conversation's registered reference (the latest
-    /// serviceUrl), if the conversation is registered and active. Without a registry (unit
+    /// Where `notification` (claimed) goes: its conversation's registered reference (the
+    /// latest serviceUrl), if the conversation is registered and active. Otherwise the
+    /// notification is recorded Failed (not registered), or given back if the registry could
+    /// not be read, and the error says what to do with its message. Without a registry (unit
     /// tests of the engine alone), its own target.
     async fn target_of(
         &self,
         notification: &Notification,
         view: &mut ConversationView,
-    ) -> Result<ConversationReference, TargetError> {
+        receives: u32,
+    ) -> Result<ConversationReference, (Delivered, Decision)> {
         let Some(registry) = &self.registry else {
             return Ok(notification.target.clone());
         };
         // Read fresh once per batch: the hold check may have read it before the claim.
         if !view.fresh {
-            view.registration = Some(
-                registry
-                    .get(&notification.target.conversation.id)
-                    .await
-                    .map_err(|e| {
-                        TargetError::Unavailable(StoreError::Unavailable(e.to_string()))
-                    })?,
-            );
+            match registry.get(&notification.target.conversation.id).await {
+                Ok(registration) => view.registration = Some(registration),
+                Err(error) => {
+                    self.record(notification, Outcome::Released).await;
+                    return Err(self
+                        .store_unavailable(StoreError::Unavailable(error.to_string()), receives));
+                }
+            }
             view.fresh = true;
         }
         match &view.registration {
             Some(Some(registration)) if registration.status.is_active() => {
                 Ok(registration.reference.clone())
             }
-            _ => Err(TargetError::NotRegistered),
+            _ => {
+                tracing::warn!("the conversation is not registered (or retired); not sent");
+                self.record(
+                    notification,
+                    Outcome::Failed {
+                        reason: NOT_REGISTERED.to_owned(),
+                    },
+                )
+                .await;
+                Err((Delivered::Failed(NOT_REGISTERED.to_owned()), Decision::Done))
+            }
         }
     }
 
@@ -1080,12 +1059,6 @@ impl ConversationView {
             .as_ref()
             .filter(|r| r.status.is_active())
     }
-}
-
-/// Why a notification has no target.
-enum TargetError {
-    NotRegistered,
-    Unavailable(StoreError),
 }
 
 /// The results of a run of messages delivered together.

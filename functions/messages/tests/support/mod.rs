@@ -181,14 +181,18 @@ pub fn updates(connector: &ConnectorStandIn, conversation: &Conversation) -> Vec
         .collect()
 }
 
+/// How long a proactive message may take with the defaults: the digest window and the quiet
+/// period come to about 6 s; the rest is room for a loaded machine.
+pub const PROACTIVE_WAIT: Duration = Duration::from_secs(20);
+
 /// Waits until `conversation` has received `count` proactive messages (panics after
-/// [`WAIT`]), then a moment more for any that should not come.
+/// [`PROACTIVE_WAIT`]), then a moment more for any that should not come.
 pub async fn wait_for_proactive(
     connector: &ConnectorStandIn,
     conversation: &Conversation,
     count: usize,
 ) -> Vec<RecordedRequest> {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    let deadline = tokio::time::Instant::now() + PROACTIVE_WAIT;
     loop {
         let sent = proactive(connector, conversation);
         if sent.len() >= count {
@@ -197,7 +201,7 @@ pub async fn wait_for_proactive(
         }
         if tokio::time::Instant::now() > deadline {
             panic!(
-                "expected {count} proactive messages in {} within {WAIT:?}: {:#?}",
+                "expected {count} proactive messages in {} within {PROACTIVE_WAIT:?}: {:#?}",
                 conversation.id,
                 connector.requests()
             );
