@@ -127,9 +127,15 @@ async fn the_test_your_bot_procedure_runs_on_dynamodb_and_sqs_at_the_request_flo
         connector.requests()
     );
     // The turn: read the job, create the two notifications, queue them, complete the job (b
-    // is registered already). Each delivery: read the conversation's registration; the first
-    // also reads the conversation's send log (then kept in memory).
-    assert_eq!(counts.get("DynamoDB.GetItem"), Some(&4), "{counts:?}");
+    // is registered already). Each delivery: read the conversation's registration, and the
+    // conversation's send log unless this process wrote it last (it keeps its copy). The
+    // message and the update are in message groups of their own, so two pollers may deliver
+    // them at once: then both read the log (one more GetItem), and on DynamoDB the second
+    // write of it is refused and read again (one more of each; on moto, whose conditional
+    // writes are not atomic, it may also go through).
+    let gets = counts.get("DynamoDB.GetItem").copied().unwrap_or(0);
+    let log_reads = gets.saturating_sub(3);
+    assert!((1..=3).contains(&log_reads), "{counts:?}");
     assert_eq!(
         counts.get("SQS.SendMessage"),
         Some(&2),
@@ -141,6 +147,8 @@ async fn the_test_your_bot_procedure_runs_on_dynamodb_and_sqs_at_the_request_flo
     // that slow).
     let puts = counts.get("DynamoDB.PutItem").copied().unwrap_or(0);
     assert!((4..=6).contains(&puts), "{counts:?}");
+    // A log read beyond the first is either the overlap's or a refused write's.
+    assert!(log_reads <= 1 + (puts - 4) + 1, "{counts:?}");
     assert_eq!(counts.get("DynamoDB.UpdateItem"), Some(&5), "{counts:?}");
     assert_eq!(counts.get("DynamoDB.Scan"), None);
     let deletes = counts.get("SQS.DeleteMessageBatch").copied().unwrap_or(0);
