@@ -30,6 +30,7 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
+use http_body_util::BodyExt;
 use rustls::pki_types::CertificateDer;
 
 /// The process's TLS client configuration, made on first use.
@@ -155,7 +156,7 @@ impl HttpConnector for SdkConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
         let client = self.client.clone();
         HttpConnectorFuture::new(async move {
-            let request = to_reqwest(request)?;
+            let request = to_reqwest(request).await?;
             let response = client.execute(request).await.map_err(connector_error)?;
             let status = response.status().as_u16();
             let headers = response.headers().clone();
@@ -169,15 +170,24 @@ impl HttpConnector for SdkConnector {
     }
 }
 
-fn to_reqwest(request: HttpRequest) -> Result<reqwest::Request, ConnectorError> {
+async fn to_reqwest(request: HttpRequest) -> Result<reqwest::Request, ConnectorError> {
     let request = request
         .try_into_http1x()
         .map_err(|e| ConnectorError::user(e.into()))?;
     let (parts, body) = request.into_parts();
+    if body.bytes().is_none() {
+        return Err(ConnectorError::user(
+            "a streaming request body (not supported)".into(),
+        ));
+    }
+    // Read through the body, not around it: the SDK's stalled-stream protection wraps it to
+    // count what is sent, and a body never read looks like a stalled upload. That fails every
+    // request still unanswered after the grace period (5 s), such as SQS's 10 s long poll.
     let bytes = body
-        .bytes()
-        .ok_or_else(|| ConnectorError::user("a streaming request body (not supported)".into()))?
-        .to_vec();
+        .collect()
+        .await
+        .map_err(ConnectorError::user)?
+        .to_bytes();
     reqwest::Request::try_from(http::Request::from_parts(parts, bytes))
         .map_err(|e| ConnectorError::user(e.into()))
 }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use aws_config::stalled_stream_protection::StalledStreamProtectionConfig;
 use axum::Router;
 use axum::routing::post;
 use proactive_bot::connector::{ConnectorClient, ConnectorConfig, ConnectorError};
@@ -80,9 +81,20 @@ async fn a_certificate_for_another_name_is_refused_even_from_a_trusted_ca() {
 
 /// A DynamoDB `ListTables` answered by a local HTTPS server, through `tls`.
 async fn list_tables(tls: rustls::ClientConfig) -> Result<Vec<String>, String> {
+    list_tables_answered_after(tls, Duration::ZERO, None).await
+}
+
+/// [`list_tables`], the server answering after `delay`; `stalled` sets the SDK's
+/// stalled-stream protection (the SDK's default otherwise).
+async fn list_tables_answered_after(
+    tls: rustls::ClientConfig,
+    delay: Duration,
+    stalled: Option<StalledStreamProtectionConfig>,
+) -> Result<Vec<String>, String> {
     let router = Router::new().route(
         "/",
-        post(|| async {
+        post(move || async move {
+            tokio::time::sleep(delay).await;
             (
                 [("content-type", "application/x-amz-json-1.0")],
                 r#"{"TableNames":["jobs"]}"#,
@@ -90,7 +102,11 @@ async fn list_tables(tls: rustls::ClientConfig) -> Result<Vec<String>, String> {
         }),
     );
     let (addr, server) = https::serve_on_loopback(router, "DynamoDB stand-in").await;
-    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(stalled) = stalled {
+        loader = loader.stalled_stream_protection(stalled);
+    }
+    let config = loader
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
             "testing", "testing", None, None, "test",
@@ -120,4 +136,24 @@ async fn the_aws_sdk_goes_through_the_same_configuration() {
     assert_eq!(list_tables(https::client_config()).await.unwrap(), ["jobs"]);
     let refused = list_tables(tls::client_config()).await.unwrap_err();
     assert!(refused.contains("UnknownIssuer"), "{refused}");
+}
+
+/// A request the server answers slowly (SQS's `ReceiveMessage` waits up to 10 s for a
+/// message) has sent its body long before: the SDK's stalled-stream protection must count that
+/// body as sent, or it takes the wait for a stalled upload and fails the request once its
+/// grace period is over (seen: every long poll of the local runner failing after 6 s).
+#[tokio::test]
+async fn an_answer_slower_than_the_stalled_stream_grace_period_still_arrives() {
+    let protection = StalledStreamProtectionConfig::enabled()
+        .grace_period(Duration::from_millis(300))
+        .build();
+    // The protection judges a one-second window, then allows the grace period: 2.5 s is past
+    // both.
+    let answer = list_tables_answered_after(
+        https::client_config(),
+        Duration::from_millis(2500),
+        Some(protection),
+    )
+    .await;
+    assert_eq!(answer.unwrap(), ["jobs"]);
 }
