@@ -1,12 +1,15 @@
 //! A broadcast at scale, as deployed but on this machine: the local runner (the HTTP function's
 //! router, and five pollers consuming the delivery queue as Lambda's event source mapping
-//! would) with its state on moto's servers (DynamoDB and SQS), or in memory for comparison,
+//! would) with its state on moto's servers (DynamoDB and SQS), on moto's DynamoDB with the
+//! queue in memory (moto's FIFO queue slows down with its depth; see the README), or in memory
+//! for comparison,
 //! sending one `POST /api/notify {"all": true}` to N conversations registered in one tenant,
 //! through a Teams simulator that enforces Teams' limits exactly (50 messages a second per
 //! tenant).
 //!
-//! `cargo bench -p messages --bench broadcast` runs both stores with N = 10,000;
-//! `BROADCAST_BENCH=memory` or `moto` picks one and `BROADCAST_RECIPIENTS=2000` sets N.
+//! `cargo bench -p messages --bench broadcast` runs the three with N = 10,000;
+//! `BROADCAST_BENCH=memory`, `moto-dynamodb` or `moto` picks them (comma-separated) and
+//! `BROADCAST_RECIPIENTS=2000` sets N.
 //! Prints: the time from the request to the last delivery divided by the floor the tenant
 //! limit allows (N / 50 per second), 429s, duplicates, lost, the fan-out's own time, and AWS
 //! requests per recipient by operation. The figures are printed, not asserted.
@@ -32,7 +35,19 @@ const KEY: &str = "bench-key";
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Store {
     Memory,
+    /// DynamoDB on moto, the queue in memory (with SQS's FIFO rules).
+    MotoDynamodb,
     Moto,
+}
+
+impl Store {
+    fn name(self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::MotoDynamodb => "moto-dynamodb",
+            Store::Moto => "moto",
+        }
+    }
 }
 
 /// The second moto server, for SQS (one moto process serves one request at a time).
@@ -51,9 +66,8 @@ async fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(10_000);
-    for store in [Store::Memory, Store::Moto] {
-        let name = format!("{store:?}").to_lowercase();
-        if only.is_empty() || only.split(',').any(|o| o == name) {
+    for store in [Store::Memory, Store::MotoDynamodb, Store::Moto] {
+        if only.is_empty() || only.split(',').any(|o| o == store.name()) {
             run(store, recipients).await;
         }
     }
@@ -74,7 +88,7 @@ async fn run(store: Store, recipients: usize) {
             );
             (ports, RequestCounter::default())
         }
-        Store::Moto => {
+        Store::MotoDynamodb | Store::Moto => {
             let dynamodb = MotoServer::shared();
             let sqs = sqs_moto();
             let tables = dynamodb.create_resources("broadcast").await;
@@ -94,6 +108,19 @@ async fn run(store: Store, recipients: usize) {
                 proactive_bot::registry::RegistryRetention::default(),
             )
             .expect("AWS ports");
+            let ports = if store == Store::MotoDynamodb {
+                let queue = Arc::new(proactive_bot::adapters::memory::MemoryQueue::new(
+                    proactive_bot::wiring::MEMORY_VISIBILITY_TIMEOUT,
+                    settings.max_receives,
+                ));
+                Ports {
+                    queue: queue.clone(),
+                    reminders: proactive_bot::wiring::ReminderPorts::in_memory(queue),
+                    ..ports
+                }
+            } else {
+                ports
+            };
             (ports, counter)
         }
     };
@@ -224,16 +251,18 @@ async fn run(store: Store, recipients: usize) {
     );
     println!("  lost                       {lost:>8}");
     println!("  duplicates                 {duplicates:>8}");
-    if store == Store::Moto {
+    if store != Store::Memory {
         println!(
             "  DynamoDB requests / recip. {:>8.2}",
             per(total("DynamoDB."))
         );
-        println!(
-            "  SQS requests / recip.      {:>8.2}   (+ the pollers' ReceiveMessage: {:.2})",
-            per(total("SQS.")),
-            per(requests.get("SQS.ReceiveMessage").copied().unwrap_or(0))
-        );
+        if store == Store::Moto {
+            println!(
+                "  SQS requests / recip.      {:>8.2}   (+ the pollers' ReceiveMessage: {:.2})",
+                per(total("SQS.")),
+                per(requests.get("SQS.ReceiveMessage").copied().unwrap_or(0))
+            );
+        }
         println!("  requests by operation      {requests:?}");
     }
 }
