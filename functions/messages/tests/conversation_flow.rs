@@ -112,16 +112,7 @@ async fn a_channel_refusing_updates_still_gets_the_notification_and_the_update_i
     let completion = stored_notification(&services, job.status.notification().unwrap()).await;
     assert!(matches!(completion.state, DeliveryState::Sent { .. }));
     // The conversation is not retired for it.
-    assert!(
-        services
-            .registry
-            .get(&a.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .status
-            .is_active()
-    );
+    assert!(registration(&services, &a).await.status.is_active());
     bot.stop().await.unwrap();
 }
 
@@ -251,15 +242,7 @@ async fn a_held_completion_rides_on_the_reply_to_the_users_next_message() {
     complete_by_event(&bot, &system, number).await;
     // Held: noted in the registration.
     let deadline = Instant::now() + WAIT;
-    while services
-        .registry
-        .get(&a.id)
-        .await
-        .unwrap()
-        .unwrap()
-        .held
-        .is_empty()
-    {
+    while registration(&services, &a).await.held.is_empty() {
         assert!(Instant::now() < deadline, "never held");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -285,16 +268,7 @@ async fn a_held_completion_rides_on_the_reply_to_the_users_next_message() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(
-        services
-            .registry
-            .get(&a.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .held
-            .is_empty()
-    );
+    assert!(registration(&services, &a).await.held.is_empty());
     // The engine finds it sent when the held message comes back: never a second bubble.
     let again = say(&bot, &connector, &a, "hello").await;
     assert_eq!(again.text(), proactive_bot::bot::HELP_TEXT);
@@ -330,16 +304,7 @@ async fn an_urgent_notification_is_not_held_while_the_user_talks() {
         "{:?}",
         asked.elapsed()
     );
-    assert!(
-        services
-            .registry
-            .get(&a.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .held
-            .is_empty()
-    );
+    assert!(registration(&services, &a).await.held.is_empty());
     bot.stop().await.unwrap();
 }
 

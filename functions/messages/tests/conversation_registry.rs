@@ -209,15 +209,6 @@ fn failed_reason(notification: &Notification) -> &str {
     }
 }
 
-async fn registration(services: &Services, conversation: &Conversation) -> Registration {
-    services
-        .registry
-        .get(&conversation.id)
-        .await
-        .unwrap()
-        .unwrap_or_else(|| panic!("{} is not registered", conversation.id))
-}
-
 fn retired_reason(registration: &Registration) -> &str {
     match &registration.status {
         Status::Retired { reason, .. } => reason,

@@ -209,3 +209,16 @@ pub async fn wait_for_proactive(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// `conversation`'s registration, which must exist.
+pub async fn registration(
+    services: &Services,
+    conversation: &Conversation,
+) -> proactive_bot::registry::Registration {
+    services
+        .registry
+        .get(&conversation.id)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{} is not registered", conversation.id))
+}
