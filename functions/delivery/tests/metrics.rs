@@ -154,8 +154,11 @@ async fn each_invocation_of_the_delivery_handler_writes_what_became_of_its_batch
     let services_1 = services(&connector, true).await;
     connector.script(ScriptedResponse::status(429, None).with_header("Retry-After", "1"));
     handle(&services_1, "sqs-mixed-batch.json").await;
-    // 2. Delivered: sent, with its latency from the record's SentTimestamp.
+    // 2. Delivered: sent, with its latency from the record's SentTimestamp. The handler reads
+    //    the clock between `before` and `after`.
+    let before = Utc::now();
     handle(&services_1, "sqs-delivery.json").await;
+    let after = Utc::now();
     // 3. A conversation that never talked to the bot: not registered, plus the malformed
     //    record; two reasons, so each has a line of its own.
     let services_3 = services(&connector, false).await;
@@ -189,12 +192,16 @@ async fn each_invocation_of_the_delivery_handler_writes_what_became_of_its_batch
         directives(sent),
         vec![(json!([["Stack", "Function"]]), main_metrics(true))]
     );
-    let sample_sent_at = 1_695_809_791_266_i64;
+    // The latency is (the handler's now − SentTimestamp), rounded to the microsecond: between
+    // the same difference for `before` (rounded down) and `after` (rounded up), whatever
+    // millisecond boundaries fall in between.
+    let sample_sent_at_micros = 1_695_809_791_266_i64 * 1000;
     let latency = sent["DeliveryLatency"].as_f64().unwrap();
-    let expected = (Utc::now().timestamp_millis() - sample_sent_at) as f64;
+    let least = (before.timestamp_micros() - sample_sent_at_micros) as f64 / 1000.0;
+    let most = (after.timestamp_micros() + 1 - sample_sent_at_micros) as f64 / 1000.0;
     assert!(
-        (expected - 60_000.0..=expected).contains(&latency),
-        "queued (the sample's SentTimestamp) to sent: {latency}"
+        (least..=most).contains(&latency),
+        "queued (the sample's SentTimestamp) to sent: {latency} ms, not within [{least}, {most}]"
     );
     assert!(sent.get("Reason").is_none());
 
