@@ -304,6 +304,7 @@ impl Services {
             ports.registry.clone(),
             notifier.clone(),
             queue,
+            RateLimiter::new(ports.limits.clone(), limits.clone()),
             FanOutConfig::default(),
         ));
         let engine = Arc::new(

@@ -157,6 +157,7 @@ fn message(id: &str, conversation: &str) -> DeliveryMessage {
         correlation_id: "0123456789abcdef".into(),
         urgent: true,
         update: false,
+        slot: None,
     }
 }
 

@@ -45,6 +45,7 @@ fn message(id: &str, conversation: &str) -> DeliveryMessage {
         correlation_id: format!("corr-{id}"),
         urgent: false,
         update: false,
+        slot: None,
     }
 }
 

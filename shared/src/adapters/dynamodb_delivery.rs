@@ -78,7 +78,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 use chrono::{DateTime, Utc};
 
 use super::item::{Attributes, json, millis, number, string};
-use crate::delivery::limits::{RateLimitStore, SendLog, Slot};
+use crate::delivery::limits::{LogWrite, RateLimitStore, SendLog, Slot};
 use crate::delivery::notification::{
     BatchEntry, BatchPage, Claim, Created, DeliveryState, Notification, NotificationId,
     NotificationStore, Outcome, Progress, StoreError,
@@ -812,6 +812,22 @@ impl RateLimitStore for DynamoDeliveryStore {
         sends: &[i64],
         keep_for: Duration,
     ) -> Result<bool, StoreError> {
+        Ok(matches!(
+            self.replace_log(key, expected_version, sends, keep_for)
+                .await?,
+            LogWrite::Stored
+        ))
+    }
+
+    /// One conditional PutItem; a refusal carries the stored log
+    /// (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so no read follows it.
+    async fn replace_log(
+        &self,
+        key: &str,
+        expected_version: u64,
+        sends: &[i64],
+        keep_for: Duration,
+    ) -> Result<LogWrite, StoreError> {
         let expires_at = seconds_up(Utc::now().timestamp_millis() + whole_millis(keep_for));
         let sends = sends
             .iter()
@@ -828,7 +844,8 @@ impl RateLimitStore for DynamoDeliveryStore {
             .client
             .put_item()
             .table_name(&self.table_name)
-            .set_item(Some(item));
+            .set_item(Some(item))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         let request = if expected_version == 0 {
             request
                 .condition_expression("attribute_not_exists(#pk)")
@@ -840,14 +857,24 @@ impl RateLimitStore for DynamoDeliveryStore {
                 .expression_attribute_values(":expected", number(expected_version))
         };
         match request.send().await {
-            Ok(_) => Ok(true),
-            // Someone else wrote the log since it was read.
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            Ok(_) => Ok(LogWrite::Stored),
+            // Someone else wrote the log since it was read (or removed it: an empty log).
+            Err(SdkError::ServiceError(service))
+                if service.err().is_conditional_check_failed_exception() =>
             {
-                Ok(false)
+                let current = match service.err() {
+                    PutItemError::ConditionalCheckFailedException(refusal) => {
+                        refusal.item().cloned()
+                    }
+                    _ => None,
+                };
+                match current {
+                    Some(item) => Attributes(&item)
+                        .send_log()
+                        .map(LogWrite::Conflict)
+                        .map_err(|detail| corrupt(&item, detail)),
+                    None => Ok(LogWrite::Conflict(SendLog::default())),
+                }
             }
             Err(error) => Err(self.unavailable("PutItem", error)),
         }

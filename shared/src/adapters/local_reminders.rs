@@ -259,6 +259,7 @@ mod tests {
             correlation_id: "c0ffee".into(),
             urgent: true,
             update: false,
+            slot: None,
         }
     }
 

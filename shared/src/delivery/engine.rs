@@ -306,7 +306,10 @@ impl DeliveryEngine {
             // An urgent message goes at once (joined by whatever is already queued behind
             // it); others wait out the window on their first receive only, so a queue clock
             // ahead of this one defers a message once at most.
+            // A bulk recipient (it holds a tenant slot) is paced already, and one message of
+            // many conversations' each: nothing to gather, and waiting would lose its slot.
             if !message.urgent
+                && message.slot.is_none()
                 && receive_count(record) == 1
                 && let Some(wait) = self.digest_window_left(queued_at, now)
             {
@@ -495,7 +498,7 @@ impl DeliveryEngine {
             }
         }
 
-        let planned = match self.wait_for(at, &members[0].1).await {
+        let planned = match self.wait_for(at, &members[0].1, head.slot.is_some()).await {
             Ok(Some(at)) => at,
             Ok(None) => {
                 for (_, notification) in &members {
@@ -621,7 +624,10 @@ impl DeliveryEngine {
             Ok(target) => notification.target = target,
             Err(outcome) => return outcome,
         }
-        let planned = match self.wait_for(at, &notification).await {
+        let planned = match self
+            .wait_for(at, &notification, message.slot.is_some())
+            .await
+        {
             Ok(Some(at)) => at,
             Ok(None) => {
                 self.record(&notification, Outcome::Released).await;
@@ -666,6 +672,7 @@ impl DeliveryEngine {
                 &message.channel,
                 &message.conversation,
                 message.tenant.as_deref(),
+                message.slot,
                 Utc::now(),
             )
             .await;
@@ -772,6 +779,7 @@ impl DeliveryEngine {
         &self,
         mut at: chrono::DateTime<Utc>,
         notification: &Notification,
+        bulk: bool,
     ) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
         for reschedules in 0.. {
             if let Ok(wait) = (at - Utc::now()).to_std() {
@@ -785,7 +793,7 @@ impl DeliveryEngine {
             let target = &notification.target;
             match self
                 .limiter
-                .reschedule(&target.channel_id, target.tenant_id(), Utc::now())
+                .reschedule(&target.channel_id, target.tenant_id(), bulk, Utc::now())
                 .await?
             {
                 Admission::SendAt(next) => at = next,

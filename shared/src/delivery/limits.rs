@@ -21,6 +21,40 @@
 //! A send is admitted at time `t ≥ now`. If `t - now` is at most `max_wait` (a fraction of a
 //! second: Lambda bills idle waiting) the sender waits and sends; otherwise the message is
 //! put back on the queue until `t`.
+//!
+//! # Bulk: slots held from the fan-out to the send
+//! A backlog of one tenant must not meet the tenant's rate in the queue: each message that
+//! finds the tenant's slots taken goes back "for a second" (SQS counts visibility in whole
+//! seconds), comes back with all the others, and the slots handed out meanwhile go to
+//! whoever happens to be there — a recipient then passes through the queue dozens of times
+//! and the rate falls far below the limit. So bulk work (a broadcast's fan-out) is paced
+//! where the backlog is made: the fan-out reserves a **block** of consecutive tenant slots
+//! ([`RateLimiter::reserve_block`], one atomic write on the counter every send uses) only
+//! when the block starts at most a lead time away, and queues each recipient with its slot
+//! in the message ([`super::DeliveryMessage::slot`]). The delivery **keeps** that slot
+//! ([`RateLimiter::admit`] with `held`): it checks only the conversation's windows and sends
+//! at the slot. The queue never holds much more than a lead time of one tenant's sends, so
+//! a recipient is received about once.
+//!
+//! Why it holds:
+//! - **Across concurrent invocations**: held slots come from the one counter, by atomic
+//!   writes, so no two sends share a slot whoever reserved them; two broadcasts of one tenant
+//!   each wait for the counter and so share the rate.
+//! - **A late send** (its slot passed more than [`RateLimiter::lateness_allowed`] ago: the
+//!   message waited behind its conversation, or a crash) never uses its held slot: it takes a
+//!   new one like any send. The held slot is lost, never doubled.
+//! - **A crash halfway** through a fan-out re-queues its recipients with new slots; a message
+//!   that still carries an old one is late, and takes a new one.
+//! - **Order per conversation** is the queue's (one FIFO group per conversation): a held slot
+//!   only says *when*, and never lets a message overtake.
+//!
+//! # Urgent sends beside a bulk one
+//! The tenant's evenly spaced slots leave room for a few more sends in any window (the
+//! margin: 48 of Teams' 50 a second). A send that is not bulk and finds the main slots taken
+//! for longer than `max_wait` takes a **priority slot** from a second counter that spends
+//! that room less one ([`ChannelLimits::priority_interval`]; Teams: one a 1.05 s), so an
+//! alert to a tenant whose announcement is draining goes within a fraction of a second, and
+//! the two counters together stay within the tenant's windows.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -145,6 +179,27 @@ impl ChannelLimits {
             .max()
             .unwrap_or(Duration::ZERO)
     }
+
+    /// The spacing of the tenant's priority slots (see the module doc), or `None` when the
+    /// main slots leave no room. Main slots `interval` apart put at most ⌈per / interval⌉
+    /// sends in any window of `per`; the priority slots spend what is left of `count`, less
+    /// one for jitter, spaced so that they too never exceed it in any window.
+    pub fn priority_interval(&self, margin: Duration) -> Option<Duration> {
+        let interval = self.tenant_interval(margin);
+        if interval.is_zero() {
+            return None;
+        }
+        self.tenant
+            .iter()
+            .map(|w| {
+                let main = w.per.as_nanos().div_ceil(interval.as_nanos()) as u32;
+                let room = w.count.saturating_sub(main).saturating_sub(1);
+                (room > 0).then(|| (w.per + margin) / room)
+            })
+            .try_fold(Duration::ZERO, |widest, spacing| {
+                spacing.map(|s| widest.max(s))
+            })
+    }
 }
 
 /// Limits by channel, with a default for channels not named.
@@ -241,6 +296,14 @@ pub enum Slot {
     Full(i64),
 }
 
+/// What [`RateLimitStore::replace_log`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogWrite {
+    Stored,
+    /// Someone else wrote first; this is the key's log now.
+    Conflict(SendLog),
+}
+
 /// Shared rate-limit state.
 ///
 /// Contract, for every adapter:
@@ -249,11 +312,15 @@ pub enum Slot {
 ///   `expected_version` (0: no log exists), making it `expected_version + 1`; it returns
 ///   `Ok(false)`, changing nothing, when someone else wrote first. `keep_for` bounds how long
 ///   an idle log is kept (a TTL).
+/// - `replace_log` is `store_log` that, when refused, returns the key's log as it is now
+///   ([`LogWrite::Conflict`]); an adapter that can say so in the refusal itself (DynamoDB)
+///   saves the read the default makes.
 /// - `reserve_slot` atomically takes the next free slot of the key: the slot is
 ///   `max(next free, not_before)`, and the next free becomes slot + `interval`. If that slot
 ///   would be later than `latest` nothing is reserved and [`Slot::Full`] says when the next
 ///   free one is. Concurrent callers never get the same slot (on real DynamoDB; moto's
-///   conditional writes are not atomic across concurrent requests).
+///   conditional writes are not atomic across concurrent requests). A block of `n` slots is
+///   one reservation of `n × interval`.
 #[async_trait]
 pub trait RateLimitStore: Send + Sync {
     async fn load_log(&self, key: &str) -> Result<SendLog, StoreError>;
@@ -264,6 +331,23 @@ pub trait RateLimitStore: Send + Sync {
         sends: &[i64],
         keep_for: Duration,
     ) -> Result<bool, StoreError>;
+    async fn replace_log(
+        &self,
+        key: &str,
+        expected_version: u64,
+        sends: &[i64],
+        keep_for: Duration,
+    ) -> Result<LogWrite, StoreError> {
+        Ok(
+            match self
+                .store_log(key, expected_version, sends, keep_for)
+                .await?
+            {
+                true => LogWrite::Stored,
+                false => LogWrite::Conflict(self.load_log(key).await?),
+            },
+        )
+    }
     async fn reserve_slot(
         &self,
         key: &str,
@@ -276,11 +360,28 @@ pub trait RateLimitStore: Send + Sync {
 /// What the limiter decided for one send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Admission {
-    /// Send at this time (at most `max_wait` from now); the shared state counts it then.
+    /// Send at this time (at most `max_wait` from now, or [`HELD_WAIT`] for a held slot); the
+    /// shared state counts it then.
     SendAt(DateTime<Utc>),
     /// Put the message back: the next chance is this far away.
     RetryIn(Duration),
 }
+
+/// What [`RateLimiter::reserve_block`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Block {
+    /// The tenant's slots `first`, `first + interval`, … (epoch ms), as many as asked for, are
+    /// the caller's.
+    Reserved { first: i64, interval: Duration },
+    /// The tenant's slots are taken up to this time (epoch ms): ask again a lead before it.
+    Full(i64),
+    /// No tenant limit applies (no tenant, or none configured): no slot to hold.
+    Unlimited,
+}
+
+/// How far away a held slot may be and still be waited for in process: SQS brings a message
+/// back no more precisely than in whole seconds.
+pub const HELD_WAIT: Duration = Duration::from_secs(1);
 
 /// The engine's view of the limits: decides when a send to a conversation may happen and
 /// records it in the shared state.
@@ -289,7 +390,7 @@ pub struct RateLimiter {
     config: LimitsConfig,
     /// The send logs this process wrote last, by key: in the usual case — the same instance
     /// keeps delivering to a conversation — the log need not be read back before it is
-    /// extended. A stale entry only costs a refused write and a read (versions never repeat).
+    /// extended. A stale entry only costs a refused write (versions never repeat).
     cache: std::sync::Mutex<HashMap<String, SendLog>>,
     /// A moving average of how long admitting a send takes (see [`RateLimiter::headroom`]).
     admit_time: std::sync::Mutex<Duration>,
@@ -300,6 +401,15 @@ const CACHE_CAPACITY: usize = 4096;
 
 /// How many times a conflicting log write is retried before giving the turn back to the queue.
 const LOG_CONFLICT_RETRIES: usize = 3;
+
+/// Which of a tenant's counters a send may take a slot from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lanes {
+    /// Only the main one (bulk: a broadcast's recipients).
+    Main,
+    /// The main one, else a priority slot (see the module doc).
+    MainThenPriority,
+}
 
 impl RateLimiter {
     pub fn new(store: std::sync::Arc<dyn RateLimitStore>, config: LimitsConfig) -> Self {
@@ -339,14 +449,19 @@ impl RateLimiter {
     }
 
     /// Admits one send into `conversation` (of `tenant`, on `channel`) at or after `now`:
-    /// checks the conversation's windows against its log, reserves the tenant's next slot, and
-    /// writes the send into the log at the time it is to leave. The caller sends then, and
-    /// reports when the send left with [`RateLimiter::sent`].
+    /// checks the conversation's windows against its log, takes a tenant slot, and writes the
+    /// send into the log at the time it is to leave. The caller sends then, and reports when
+    /// the send left with [`RateLimiter::sent`].
+    ///
+    /// `held` is a tenant slot the message already holds (bulk, see the module doc): kept if
+    /// it is not late and the conversation's windows allow it; otherwise a new one is taken
+    /// from the main counter only.
     pub async fn admit(
         &self,
         channel: &str,
         conversation: &str,
         tenant: Option<&str>,
+        held: Option<i64>,
         now: DateTime<Utc>,
     ) -> Result<Admission, StoreError> {
         let started = std::time::Instant::now();
@@ -355,55 +470,142 @@ impl RateLimiter {
         // The earliest a send can be: after the writes that admit it.
         let earliest = now_ms + self.headroom().as_millis() as i64;
         let max_wait = self.config.max_wait.as_millis() as i64;
+        let lateness = self.lateness_allowed().as_millis() as i64;
         let key = conversation_key(channel, conversation);
         let send_at =
             |at: i64| Admission::SendAt(DateTime::from_timestamp_millis(at).unwrap_or(now));
+        let lanes = match held {
+            Some(_) => Lanes::Main,
+            None => Lanes::MainThenPriority,
+        };
+        let held = held.filter(|slot| slot + lateness >= earliest);
+        if let Some(slot) = held
+            && slot - now_ms > HELD_WAIT.as_millis() as i64
+        {
+            // Back a moment before the slot (whole seconds, rounded down), which it keeps.
+            return Ok(Admission::RetryIn(Duration::from_secs(
+                ((slot - now_ms) / 1000) as u64,
+            )));
+        }
 
-        for _ in 0..LOG_CONFLICT_RETRIES {
-            let log = self.log(&key, limits).await?;
-            let conversation_at =
-                log.next_allowed(&limits.conversation, earliest, self.config.margin);
-            if conversation_at - now_ms > max_wait {
-                return Ok(Admission::RetryIn(millis(conversation_at - now_ms)));
+        // A bulk recipient's conversation rarely has a log this process knows: the write
+        // assumes none, and a refusal hands over the real one (one request, not two).
+        let mut known = match held {
+            Some(_) if !limits.conversation.is_empty() => {
+                Some(self.cached(&key).unwrap_or_default())
             }
-            let at = match self
-                .reserve_tenant_slot(channel, tenant, limits, conversation_at, now_ms)
-                .await?
-            {
-                Ok(at) => at,
-                Err(next) => return Ok(Admission::RetryIn(millis(next - now_ms))),
+            _ => None,
+        };
+        for _ in 0..LOG_CONFLICT_RETRIES {
+            let log = match known.take() {
+                Some(log) => log,
+                None => self.log(&key, limits).await?,
+            };
+            let kept = held.and_then(|slot| {
+                let at =
+                    log.next_allowed(&limits.conversation, slot.max(earliest), self.config.margin);
+                (at <= slot.max(earliest) + lateness).then_some(at)
+            });
+            let at = match kept {
+                Some(at) => at,
+                None => {
+                    let conversation_at =
+                        log.next_allowed(&limits.conversation, earliest, self.config.margin);
+                    if conversation_at - now_ms > max_wait {
+                        return Ok(Admission::RetryIn(millis(conversation_at - now_ms)));
+                    }
+                    match self
+                        .reserve_tenant_slot(
+                            channel,
+                            tenant,
+                            limits,
+                            conversation_at,
+                            now_ms,
+                            lanes,
+                        )
+                        .await?
+                    {
+                        Ok(at) => at,
+                        Err(next) => return Ok(Admission::RetryIn(millis(next - now_ms))),
+                    }
+                }
             };
             if limits.conversation.is_empty() {
                 self.learn_headroom(started.elapsed());
                 return Ok(send_at(at));
             }
             let sends = log.with_send(at);
-            if self.write_log(&key, limits, &log, sends).await? {
-                self.learn_headroom(started.elapsed());
-                return Ok(send_at(at));
+            match self.write_log(&key, limits, &log, sends).await? {
+                LogWrite::Stored => {
+                    self.learn_headroom(started.elapsed());
+                    return Ok(send_at(at));
+                }
+                // Another delivery of this conversation wrote in between (a lease takeover, or
+                // this process's copy of the log was stale): try again on the log as it is. A
+                // new tenant slot taken is left unused; a held one is kept.
+                LogWrite::Conflict(current) => known = Some(current),
             }
-            // Another delivery of this conversation wrote in between (a lease takeover, or
-            // this process's copy of the log was stale): read again. The tenant slot taken is
-            // left unused.
         }
         Ok(Admission::RetryIn(Duration::from_secs(1)))
     }
 
+    /// Reserves `count` consecutive tenant slots for bulk sends (a broadcast's fan-out, see
+    /// the module doc), the first no sooner than `lead / 2` and no later than `lead` from
+    /// `now`: [`Block::Full`] says when the tenant's taken slots end, so the caller comes
+    /// back a lead before that and queues just-in-time.
+    pub async fn reserve_block(
+        &self,
+        channel: &str,
+        tenant: Option<&str>,
+        count: usize,
+        lead: Duration,
+        now: DateTime<Utc>,
+    ) -> Result<Block, StoreError> {
+        let limits = self.config.for_channel(channel);
+        let interval = limits.tenant_interval(self.config.margin);
+        let Some(tenant) = tenant.filter(|_| !interval.is_zero() && count > 0) else {
+            return Ok(Block::Unlimited);
+        };
+        let now_ms = now.timestamp_millis();
+        let lead_ms = lead.as_millis() as i64;
+        Ok(
+            match self
+                .store
+                .reserve_slot(
+                    &tenant_key(channel, tenant),
+                    interval * count as u32,
+                    now_ms + lead_ms / 2,
+                    now_ms + lead_ms,
+                )
+                .await?
+            {
+                Slot::Reserved(first) => Block::Reserved { first, interval },
+                Slot::Full(next) => Block::Full(next),
+            },
+        )
+    }
+
     /// A send admitted for `planned` missed it (it is now later than that by more than
     /// [`RateLimiter::lateness_allowed`]): takes a new tenant slot, so the tenant's sends stay
-    /// evenly spaced. Returns when to send, or how long until the tenant has room.
+    /// evenly spaced (a `bulk` send from the main counter only). Returns when to send, or how
+    /// long until the tenant has room.
     pub async fn reschedule(
         &self,
         channel: &str,
         tenant: Option<&str>,
+        bulk: bool,
         now: DateTime<Utc>,
     ) -> Result<Admission, StoreError> {
         let limits = self.config.for_channel(channel);
         let now_ms = now.timestamp_millis();
         let earliest = now_ms + self.headroom().as_millis() as i64;
+        let lanes = match bulk {
+            true => Lanes::Main,
+            false => Lanes::MainThenPriority,
+        };
         Ok(
             match self
-                .reserve_tenant_slot(channel, tenant, limits, earliest, now_ms)
+                .reserve_tenant_slot(channel, tenant, limits, earliest, now_ms, lanes)
                 .await?
             {
                 Ok(at) => Admission::SendAt(DateTime::from_timestamp_millis(at).unwrap_or(now)),
@@ -431,16 +633,21 @@ impl RateLimiter {
         }
         let key = conversation_key(channel, conversation);
         let (planned, left) = (planned.timestamp_millis(), left.timestamp_millis());
+        let mut known = None;
         for _ in 0..LOG_CONFLICT_RETRIES {
-            let log = self.log(&key, limits).await?;
+            let log = match known.take() {
+                Some(log) => log,
+                None => self.log(&key, limits).await?,
+            };
             let mut sends = log.sends.clone();
             match sends.iter().rposition(|&t| t == planned) {
                 Some(index) => sends[index] = left,
                 None => sends.push(left),
             }
             sends.sort_unstable();
-            if self.write_log(&key, limits, &log, sends).await? {
-                return Ok(());
+            match self.write_log(&key, limits, &log, sends).await? {
+                LogWrite::Stored => return Ok(()),
+                LogWrite::Conflict(current) => known = Some(current),
             }
         }
         Err(StoreError::Unavailable(format!(
@@ -448,6 +655,8 @@ impl RateLimiter {
         )))
     }
 
+    /// A tenant slot at or after `not_before`, at most `max_wait` from now: `Err` says when
+    /// the next one is free.
     async fn reserve_tenant_slot(
         &self,
         channel: &str,
@@ -455,21 +664,34 @@ impl RateLimiter {
         limits: &ChannelLimits,
         not_before: i64,
         now_ms: i64,
+        lanes: Lanes,
     ) -> Result<Result<i64, i64>, StoreError> {
         let interval = limits.tenant_interval(self.config.margin);
         let Some(tenant) = tenant.filter(|_| !interval.is_zero()) else {
             return Ok(Ok(not_before));
         };
-        let key = format!("t#{channel}#{tenant}");
+        let key = tenant_key(channel, tenant);
         let latest = now_ms + self.config.max_wait.as_millis() as i64;
+        let next = match self
+            .store
+            .reserve_slot(&key, interval, not_before, latest)
+            .await?
+        {
+            Slot::Reserved(at) => return Ok(Ok(at)),
+            Slot::Full(next) => next,
+        };
+        let priority = match (lanes, limits.priority_interval(self.config.margin)) {
+            (Lanes::MainThenPriority, Some(priority)) => priority,
+            _ => return Ok(Err(next)),
+        };
         Ok(
             match self
                 .store
-                .reserve_slot(&key, interval, not_before, latest)
+                .reserve_slot(&format!("{key}#priority"), priority, not_before, latest)
                 .await?
             {
                 Slot::Reserved(at) => Ok(at),
-                Slot::Full(next) => Err(next),
+                Slot::Full(priority_next) => Err(next.min(priority_next)),
             },
         )
     }
@@ -484,14 +706,15 @@ impl RateLimiter {
         }
     }
 
-    /// Writes `sends` over `log` if nobody wrote since it was read; keeps the copy.
+    /// Writes `sends` over `log` if nobody wrote since it was read; keeps the copy (or, when
+    /// refused, the log as it is now).
     async fn write_log(
         &self,
         key: &str,
         limits: &ChannelLimits,
         log: &SendLog,
         sends: Vec<i64>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<LogWrite, StoreError> {
         let keep_for = limits
             .conversation
             .iter()
@@ -500,23 +723,21 @@ impl RateLimiter {
             .unwrap_or(Duration::ZERO)
             + self.config.margin
             + Duration::from_secs(60);
-        if self
+        let written = self
             .store
-            .store_log(key, log.version, &sends, keep_for)
-            .await?
-        {
-            self.remember(
+            .replace_log(key, log.version, &sends, keep_for)
+            .await?;
+        match &written {
+            LogWrite::Stored => self.remember(
                 key,
                 Some(SendLog {
                     sends,
                     version: log.version + 1,
                 }),
-            );
-            Ok(true)
-        } else {
-            self.remember(key, None);
-            Ok(false)
+            ),
+            LogWrite::Conflict(current) => self.remember(key, Some(current.clone())),
         }
+        Ok(written)
     }
 
     /// How far ahead of `now` a send is scheduled: about as long as admitting it takes (the
@@ -537,6 +758,10 @@ impl RateLimiter {
     pub fn lateness_allowed(&self) -> Duration {
         self.config.margin / 2
     }
+}
+
+fn tenant_key(channel: &str, tenant: &str) -> String {
+    format!("t#{channel}#{tenant}")
 }
 
 fn conversation_key(channel: &str, conversation: &str) -> String {

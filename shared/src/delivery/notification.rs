@@ -296,6 +296,7 @@ impl Notification {
             correlation_id: self.correlation_id.clone(),
             urgent: self.urgent,
             update: self.update_of.is_some(),
+            slot: None,
         }
     }
 }
@@ -457,9 +458,9 @@ pub trait NotificationStore: Send + Sync {
 /// tenant (the per-tenant rate) — and the correlation id for the logs.
 ///
 /// The body is versioned JSON: `{"v":2,"kind":"notification","id":"…","conversation":"…",
-/// "channel":"…","tenant":"…","correlationId":"…","urgent":true,"update":true}` (the last two
-/// only when true). `urgent` and `update` let the engine hold or route a message before it
-/// reads the record.
+/// "channel":"…","tenant":"…","correlationId":"…","urgent":true,"update":true,"slot":…}` (the
+/// last three only when true or set). `urgent` and `update` let the engine hold or route a
+/// message before it reads the record; `slot` is the send time a bulk fan-out reserved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryMessage {
@@ -477,6 +478,11 @@ pub struct DeliveryMessage {
     /// The notification updates an earlier activity ([`Notification::update_of`]).
     #[serde(default, skip_serializing_if = "is_false")]
     pub update: bool,
+    /// The tenant slot (epoch ms) a bulk fan-out reserved for this message: the delivery sends
+    /// at it unless it is late, and a message that has one is bulk (it never takes a priority
+    /// slot). See [`super::limits`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<i64>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -670,6 +676,7 @@ mod tests {
             correlation_id: "c0ffee".into(),
             urgent: false,
             update: false,
+            slot: None,
         };
         let body = message.to_body();
         let value: Value = serde_json::from_str(&body).unwrap();
@@ -681,12 +688,13 @@ mod tests {
         let flagged = DeliveryMessage {
             urgent: true,
             update: true,
+            slot: Some(1_700_000_000_021),
             ..message.clone()
         };
         let value: Value = serde_json::from_str(&flagged.to_body()).unwrap();
         assert_eq!(
-            (&value["urgent"], &value["update"]),
-            (&json!(true), &json!(true))
+            (&value["urgent"], &value["update"], &value["slot"]),
+            (&json!(true), &json!(true), &json!(1_700_000_000_021_i64))
         );
         assert_eq!(
             DeliveryMessage::from_body(&flagged.to_body()).unwrap(),

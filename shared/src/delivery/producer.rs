@@ -65,6 +65,24 @@ impl Notifier {
         notifications: Vec<Notification>,
         concurrency: usize,
     ) -> Result<usize, NotifyError> {
+        let to_queue: Vec<_> = self
+            .create_many(notifications, concurrency)
+            .await?
+            .iter()
+            .map(Notification::message)
+            .collect();
+        self.queue.enqueue_many(&to_queue).await?;
+        Ok(to_queue.len())
+    }
+
+    /// The first half of [`Notifier::notify_many`], for a producer that queues at its own
+    /// pace (a broadcast's fan-out): creates the notifications, `concurrency` writes at a
+    /// time, and returns those to queue — the new ones, and those that existed still Queued.
+    pub async fn create_many(
+        &self,
+        notifications: Vec<Notification>,
+        concurrency: usize,
+    ) -> Result<Vec<Notification>, NotifyError> {
         use futures_util::StreamExt;
         let created: Vec<Result<Option<Notification>, StoreError>> =
             futures_util::stream::iter(notifications.into_iter().map(|notification| async move {
@@ -81,11 +99,17 @@ impl Notifier {
         let mut to_queue = Vec::with_capacity(created.len());
         for result in created {
             if let Some(notification) = result? {
-                to_queue.push(notification.message());
+                to_queue.push(notification);
             }
         }
-        self.queue.enqueue_many(&to_queue).await?;
-        Ok(to_queue.len())
+        Ok(to_queue)
+    }
+
+    /// Queues delivery messages built by the caller (with their held slots: see
+    /// [`super::limits`]) for notifications it created.
+    pub async fn enqueue(&self, messages: &[super::DeliveryMessage]) -> Result<(), NotifyError> {
+        self.queue.enqueue_many(messages).await?;
+        Ok(())
     }
 
     /// The stored notifications among `ids`, by id (for `show` and status queries).

@@ -6,18 +6,33 @@
 //! # A request's life
 //! 1. [`NotifyService::submit`] stores a [`NotifyRequest`] (its id derived from the caller's
 //!    `Idempotency-Key`, so the same key again finds it and sends nothing twice).
-//! 2. Named conversations are fanned out at once: the registry says which are active (the
-//!    others count as failed, "not registered", and are never sent to); each active one gets a
-//!    notification, created then queued. `"all": true` is fanned out in the background: a
-//!    [`BroadcastTask`] message on the delivery queue pages through the registry's active
-//!    conversations, a page at a time, saving its cursor after each page.
+//! 2. A few named conversations (at most [`FanOutConfig::chunk`]) are fanned out at once: the
+//!    registry says which are active (the others count as failed, "not registered", and are
+//!    never sent to); each active one gets a notification, created then queued. More named
+//!    conversations, and `"all": true`, are fanned out in the background: a [`BroadcastTask`]
+//!    message on the delivery queue goes through them (the list, or the registry's active
+//!    conversations) a page at a time, saving its cursor after each page.
+//! 3. [`NotifyService::status`] counts the batch's notifications: sent, failed, pending.
+//!
+//! # Paced where the backlog is made
+//! The background fan-out creates a page's notifications ahead, but queues them just in
+//! time: per tenant, a chunk at a time, each recipient with a tenant slot of a block it
+//! reserved no sooner than a lead before the block starts ([`RateLimiter::reserve_block`];
+//! why that holds across invocations, crashes and each conversation's order is in
+//! [`crate::delivery::limits`]). So the delivery queue holds about a lead time of each
+//! tenant's sends, not the whole announcement: every recipient is received about once, and
+//! other tenants' notifications (and urgent ones of the same tenant, from the priority
+//! slots) do not wait behind a backlog. One queue serves both: a separate bulk queue would
+//! add a second event source and dead-letter queue for what pacing already gives, and FIFO
+//! order per conversation must hold across a conversation's bulk and single notifications.
 //! 3. [`NotifyService::status`] counts the batch's notifications: sent, failed, pending.
 //!
 //! # Exactly once, across crashes
 //! A recipient's notification id is the request id and a hash of the conversation id, so a
 //! fan-out that runs a page again (after a crash between the page and its saved cursor, or an
 //! idempotent retry of the request) finds the notifications it made and queues again only
-//! those still queued: the queue's deduplication and the engine's claim make those harmless.
+//! those still queued: the queue's deduplication and the engine's claim make those harmless
+//! (a message that still carries the old slot finds it late and takes a new one).
 
 pub mod api;
 pub mod request;
@@ -31,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::delivery::engine::QueueTask;
+use crate::delivery::limits::{Block, RateLimiter};
 use crate::delivery::notification::{group_hash, new_correlation_id};
 use crate::delivery::{
     Content, Decision, Delivered, Notification, NotificationId, NotificationQueue, Notifier,
@@ -152,21 +168,31 @@ pub const BROADCAST_KIND: &str = "broadcast";
 /// How the fan-out paces itself.
 #[derive(Debug, Clone, Copy)]
 pub struct FanOutConfig {
-    /// Registry page size: one page's notifications are created and queued together.
+    /// Registry page size: one page's notifications are created together (the next page's
+    /// while this one is queued).
     pub page: usize,
     /// Concurrent notification writes.
     pub concurrency: usize,
-    /// After this long, a fan-out step hands the rest to a new message (well inside the
-    /// delivery function's timeout and the queue's visibility timeout).
+    /// After this long, a fan-out step finishes its page and hands the rest to a new message
+    /// (well inside the delivery function's timeout and the queue's visibility timeout; the
+    /// other messages of its batch are deleted only when it ends).
     pub step_budget: Duration,
+    /// Recipients of one tenant queued together, their slots reserved in one write. Also the
+    /// most named conversations fanned out at once, in the request.
+    pub chunk: usize,
+    /// How long before its slot a recipient is queued: at most this, at least half of it
+    /// (enough for the queue to hand it over and the delivery to admit and claim it).
+    pub lead: Duration,
 }
 
 impl Default for FanOutConfig {
     fn default() -> Self {
         FanOutConfig {
-            page: 250,
+            page: 100,
             concurrency: 16,
-            step_budget: Duration::from_secs(10),
+            step_budget: Duration::from_secs(5),
+            chunk: 5,
+            lead: Duration::from_millis(200),
         }
     }
 }
@@ -177,6 +203,8 @@ pub struct NotifyService {
     registry: Arc<dyn ConversationRegistry>,
     notifier: Arc<Notifier>,
     queue: Arc<dyn NotificationQueue>,
+    /// The engine's limits over the same state: the fan-out reserves its recipients' slots.
+    pacer: RateLimiter,
     config: FanOutConfig,
 }
 
@@ -186,6 +214,7 @@ impl NotifyService {
         registry: Arc<dyn ConversationRegistry>,
         notifier: Arc<Notifier>,
         queue: Arc<dyn NotificationQueue>,
+        pacer: RateLimiter,
         config: FanOutConfig,
     ) -> Self {
         NotifyService {
@@ -193,6 +222,7 @@ impl NotifyService {
             registry,
             notifier,
             queue,
+            pacer,
             config,
         }
     }
@@ -240,8 +270,10 @@ impl NotifyService {
         };
         if !request.fan_out.done {
             match &request.target {
-                Target::Conversations { ids } => self.fan_out_named(&request, ids).await?,
-                Target::All { .. } => self.queue.send(&broadcast_message(&request.id, 0)).await?,
+                Target::Conversations { ids } if ids.len() <= self.config.chunk => {
+                    self.fan_out_named(&request, ids).await?
+                }
+                _ => self.queue.send(&broadcast_message(&request.id, 0)).await?,
             }
         }
         tracing::info!(
@@ -343,47 +375,197 @@ impl NotifyService {
         Ok(())
     }
 
-    /// One step of a broadcast's fan-out: pages through the registry from the saved cursor,
-    /// handing each page over and saving the cursor after it, until done or the step's time
-    /// is up (then a new message carries on).
+    /// One step of a background fan-out: from the saved cursor, creates a page's
+    /// notifications and queues them at the tenants' pace ([`NotifyService::release`]) while
+    /// the next page is read and created, saving the cursor after each page, until done or the
+    /// step's time is up (then a new message carries on).
     pub async fn fan_out_step(&self, request_id: &str, step: u32) -> Result<Step, NotifyApiError> {
         let Some(request) = self.requests.get(request_id).await? else {
             return Ok(Step::Unknown);
         };
-        let Target::All { tenant_id } = &request.target else {
-            return Ok(Step::Done);
-        };
         let started = Instant::now();
         let mut fan_out = request.fan_out.clone();
-        while !fan_out.done {
-            if started.elapsed() >= self.config.step_budget {
-                self.queue
-                    .send(&broadcast_message(&request.id, step + 1))
-                    .await?;
-                return Ok(Step::Continued);
-            }
-            let page = self
-                .registry
-                .list_active(
-                    tenant_id.as_deref(),
-                    fan_out.cursor.as_deref(),
-                    self.config.page,
-                )
-                .await?;
-            let notifications: Vec<Notification> = page
-                .conversations
-                .iter()
-                .map(|registration| self.recipient(&request, &registration.reference))
-                .collect();
-            let count = notifications.len() as u32;
-            self.hand_over(notifications).await?;
-            fan_out.reached += count;
-            fan_out.done = page.next.is_none();
-            fan_out.cursor = page.next;
-            self.requests.save_fan_out(&request.id, &fan_out).await?;
+        if fan_out.done {
+            return Ok(Step::Done);
         }
-        tracing::info!(request = %request.id, reached = fan_out.reached, "broadcast fanned out");
+        let mut page = self.prepare(&request, fan_out.cursor.clone()).await?;
+        loop {
+            let next = page.next.clone();
+            let prefetch = async {
+                match &next {
+                    Some(cursor) if started.elapsed() < self.config.step_budget => {
+                        Some(self.prepare(&request, Some(cursor.clone())).await)
+                    }
+                    _ => None,
+                }
+            };
+            let (released, prefetched) =
+                futures_util::future::join(self.release(page.to_queue), prefetch).await;
+            released?;
+            fan_out.reached += page.reached;
+            fan_out.not_registered.extend(page.not_registered);
+            fan_out.done = next.is_none();
+            fan_out.cursor = next;
+            self.requests.save_fan_out(&request.id, &fan_out).await?;
+            if fan_out.done {
+                break;
+            }
+            match prefetched {
+                Some(prepared) => page = prepared?,
+                None => {
+                    self.queue
+                        .send(&broadcast_message(&request.id, step + 1))
+                        .await?;
+                    return Ok(Step::Continued);
+                }
+            }
+        }
+        tracing::info!(request = %request.id, reached = fan_out.reached, "fanned out");
         Ok(Step::Done)
+    }
+
+    /// The page of `request`'s recipients after `cursor`, their notifications created.
+    async fn prepare(
+        &self,
+        request: &NotifyRequest,
+        cursor: Option<String>,
+    ) -> Result<Prepared, NotifyApiError> {
+        let (registrations, not_registered, next) = match &request.target {
+            Target::All { tenant_id } => {
+                let page = self
+                    .registry
+                    .list_active(tenant_id.as_deref(), cursor.as_deref(), self.config.page)
+                    .await?;
+                (page.conversations, Vec::new(), page.next)
+            }
+            Target::Conversations { ids } => {
+                // The cursor is how many of the list were handed over.
+                let start = cursor
+                    .and_then(|c| c.parse::<usize>().ok())
+                    .unwrap_or(0)
+                    .min(ids.len());
+                let end = (start + self.config.page.min(100)).min(ids.len());
+                let chunk = &ids[start..end];
+                let registered = self.registry.get_many(chunk).await?;
+                let mut active: std::collections::HashMap<String, _> = registered
+                    .into_iter()
+                    .filter(|r| r.status.is_active())
+                    .map(|r| (r.conversation_id().to_owned(), r))
+                    .collect();
+                let mut registrations = Vec::new();
+                let mut not_registered = Vec::new();
+                for id in chunk {
+                    match active.remove(id.as_str()) {
+                        Some(registration) => registrations.push(registration),
+                        None => not_registered.push(id.clone()),
+                    }
+                }
+                (
+                    registrations,
+                    not_registered,
+                    (end < ids.len()).then(|| end.to_string()),
+                )
+            }
+        };
+        let notifications: Vec<Notification> = registrations
+            .iter()
+            .map(|registration| self.recipient(request, &registration.reference))
+            .collect();
+        let reached = notifications.len() as u32;
+        let to_queue = self
+            .notifier
+            .create_many(notifications, self.config.concurrency)
+            .await?;
+        Ok(Prepared {
+            to_queue,
+            reached,
+            not_registered,
+            next,
+        })
+    }
+
+    /// Queues `notifications` just in time: each tenant's [`FanOutConfig::chunk`] at a time,
+    /// with a block of tenant slots reserved for them no sooner than [`FanOutConfig::lead`]
+    /// before it starts (recipients without a tenant limit at once). Tenants go in turn, so
+    /// a small tenant of the page never waits for a large one.
+    async fn release(&self, notifications: Vec<Notification>) -> Result<(), NotifyApiError> {
+        let mut tenants: Vec<TenantQueue> = Vec::new();
+        for notification in notifications {
+            let target = &notification.target;
+            let (channel, tenant) = (
+                target.channel_id.clone(),
+                target.tenant_id().map(str::to_owned),
+            );
+            let index = match tenants
+                .iter()
+                .position(|t| t.channel == channel && t.tenant == tenant)
+            {
+                Some(index) => index,
+                None => {
+                    tenants.push(TenantQueue {
+                        channel,
+                        tenant,
+                        waiting: std::collections::VecDeque::new(),
+                        ready_at: i64::MIN,
+                    });
+                    tenants.len() - 1
+                }
+            };
+            tenants[index].waiting.push_back(notification.message());
+        }
+        let lead = self.config.lead.as_millis() as i64;
+        loop {
+            tenants.retain(|t| !t.waiting.is_empty());
+            let Some(wake) = tenants.iter().map(|t| t.ready_at).min() else {
+                return Ok(());
+            };
+            let now = Utc::now();
+            if wake > now.timestamp_millis() {
+                tokio::time::sleep(Duration::from_millis(
+                    (wake - now.timestamp_millis()) as u64,
+                ))
+                .await;
+                continue;
+            }
+            for tenant in tenants
+                .iter_mut()
+                .filter(|t| t.ready_at <= now.timestamp_millis())
+            {
+                let count = tenant.waiting.len().min(self.config.chunk.max(1));
+                match self
+                    .pacer
+                    .reserve_block(
+                        &tenant.channel,
+                        tenant.tenant.as_deref(),
+                        count,
+                        self.config.lead,
+                        now,
+                    )
+                    .await?
+                {
+                    Block::Unlimited => {
+                        let all: Vec<_> = tenant.waiting.drain(..).collect();
+                        self.notifier.enqueue(&all).await?;
+                    }
+                    Block::Reserved { first, interval } => {
+                        let chunk: Vec<_> = tenant
+                            .waiting
+                            .drain(..count)
+                            .enumerate()
+                            .map(|(n, mut message)| {
+                                message.slot = Some(first + interval.as_millis() as i64 * n as i64);
+                                message
+                            })
+                            .collect();
+                        self.notifier.enqueue(&chunk).await?;
+                        // The counter is at least this far on: no need to ask before then.
+                        let next_free = first + interval.as_millis() as i64 * count as i64;
+                        tenant.ready_at = next_free - lead;
+                    }
+                    Block::Full(next_free) => tenant.ready_at = next_free - lead,
+                }
+            }
+        }
     }
 
     /// A request's progress; `None` for an unknown id.
@@ -451,6 +633,27 @@ impl NotifyService {
             created_at: request.created_at,
         }))
     }
+}
+
+/// A page of a background fan-out, its notifications created.
+struct Prepared {
+    /// The notifications to queue (new, or existing still Queued).
+    to_queue: Vec<Notification>,
+    /// Recipients the page reached (registered and active).
+    reached: u32,
+    /// Named conversations of the page that are not registered (or retired).
+    not_registered: Vec<String>,
+    /// The cursor after this page; `None` when it was the last.
+    next: Option<String>,
+}
+
+/// One tenant's recipients waiting to be queued, and when its counter may have room.
+struct TenantQueue {
+    channel: String,
+    tenant: Option<String>,
+    waiting: std::collections::VecDeque<crate::delivery::DeliveryMessage>,
+    /// Epoch ms: before this, asking for a block would find it full.
+    ready_at: i64,
 }
 
 /// What a fan-out step did.
