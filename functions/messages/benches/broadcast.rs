@@ -1,20 +1,25 @@
 //! A broadcast at scale, as deployed but on this machine: the local runner (the HTTP function's
 //! router, and five pollers consuming the delivery queue as Lambda's event source mapping
-//! would) with its state on moto's servers (DynamoDB and SQS), on moto's DynamoDB with the
-//! queue in memory (moto's FIFO queue slows down with its depth; see the README), or in memory
-//! for comparison,
-//! sending one `POST /api/notify {"all": true}` to N conversations registered in one tenant,
-//! through a Teams simulator that enforces Teams' limits exactly (50 messages a second per
-//! tenant).
+//! would) with its state in memory, on moto's DynamoDB with the queue in memory (moto's FIFO
+//! queue slows down with its depth; see the README), or on moto's servers (DynamoDB and SQS),
+//! sending one `POST /api/notify {"all": true, "tenantId": …}` to N conversations registered
+//! in one tenant, through a Teams simulator that enforces Teams' limits exactly (50 messages a
+//! second per tenant) and answers as Teams does, after 100–300 ms. While it drains, 20 urgent
+//! notify calls go to conversations of another tenant, spread over the drain.
 //!
-//! `cargo bench -p messages --bench broadcast` runs the three with N = 10,000;
-//! `BROADCAST_BENCH=memory`, `moto-dynamodb` or `moto` picks them (comma-separated) and
-//! `BROADCAST_RECIPIENTS=2000` sets N.
-//! Prints: the time from the request to the last delivery divided by the floor the tenant
-//! limit allows (N / 50 per second), 429s, duplicates, lost, the fan-out's own time, and AWS
-//! requests per recipient by operation. The figures are printed, not asserted.
+//! `cargo bench -p messages --bench broadcast` runs the three with N = 10,000, once each.
+//! `BROADCAST_BENCH=memory`, `moto-dynamodb` or `moto` picks them (comma-separated),
+//! `BROADCAST_RECIPIENTS=1000` sets N, `BROADCAST_RUNS=5` repeats each, and
+//! `BROADCAST_LATENCY_MS=150` / `BROADCAST_JITTER_MS=50` set the simulator's answer time
+//! (uniform in latency ± jitter).
+//!
+//! Prints, for each run: the time from the request to the last recipient's delivery divided
+//! by the floor the tenant limit allows (N / 50 per second), 429s, lost, duplicates, out of
+//! order, queue receives per notification, DynamoDB and SQS requests per recipient (moto; by
+//! the same request interceptor as the cost table), and the urgent notifications' time from
+//! the call to the channel (median, worst). The figures are printed, not asserted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,12 +30,17 @@ use proactive_bot::auth::AuthConfig;
 use proactive_bot::config::{Backend, Settings};
 use proactive_bot::notify::api::NotifyAuth;
 use proactive_bot::testing::moto::{self, MotoServer, RequestCounter};
+use proactive_bot::testing::queue::CountingQueue;
 use proactive_bot::testing::simulator::{SimulatorConfig, TeamsSimulator};
 use proactive_bot::testing::teams_reference;
 use proactive_bot::wiring::{Ports, Services};
 
 const TENANT: &str = "tenant-broadcast";
+const OTHER_TENANT: &str = "tenant-other";
 const KEY: &str = "bench-key";
+/// Urgent notify calls to the other tenant during the drain, and the conversations they go to.
+const PROBES: usize = 20;
+const PROBE_CONVERSATIONS: usize = 5;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Store {
@@ -56,34 +66,49 @@ fn sqs_moto() -> &'static MotoServer {
     SQS.get_or_init(MotoServer::start)
 }
 
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
         proactive_bot::telemetry::init(false);
     }
     let only = std::env::var("BROADCAST_BENCH").unwrap_or_default();
-    let recipients: usize = std::env::var("BROADCAST_RECIPIENTS")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(10_000);
+    let recipients = env_number("BROADCAST_RECIPIENTS", 10_000) as usize;
+    let runs = env_number("BROADCAST_RUNS", 1).max(1);
+    let latency = env_number("BROADCAST_LATENCY_MS", 150);
+    let jitter = env_number("BROADCAST_JITTER_MS", 50).min(latency);
     for store in [Store::Memory, Store::MotoDynamodb, Store::Moto] {
         if only.is_empty() || only.split(',').any(|o| o == store.name()) {
-            run(store, recipients).await;
+            for run_number in 1..=runs {
+                eprintln!("{store:?}: run {run_number} of {runs}");
+                run(store, recipients, latency, jitter).await;
+            }
         }
     }
 }
 
-async fn run(store: Store, recipients: usize) {
-    let simulator = TeamsSimulator::start(SimulatorConfig::default()).await;
+async fn run(store: Store, recipients: usize, latency_ms: u64, jitter_ms: u64) {
+    let simulator = TeamsSimulator::start(SimulatorConfig {
+        latency: Duration::from_millis(latency_ms - jitter_ms),
+        jitter: Duration::from_millis(2 * jitter_ms),
+        ..SimulatorConfig::default()
+    })
+    .await;
     let settings = Settings::from_env().expect("settings");
-    let (ports, counter) = match store {
+    let (mut ports, counter) = match store {
         Store::Memory => {
             let mut ports = Ports::in_memory(settings.max_receives);
             // The default in-memory store keeps 10,000 notifications; a broadcast's are all
-            // in flight at once.
+            // created ahead of their sends.
             ports.notifications = Arc::new(
                 proactive_bot::adapters::memory::MemoryNotificationStore::with_capacity(
-                    recipients * 2,
+                    recipients * 2 + PROBES,
                 ),
             );
             (ports, RequestCounter::default())
@@ -124,6 +149,8 @@ async fn run(store: Store, recipients: usize) {
             (ports, counter)
         }
     };
+    let queue = CountingQueue::new(ports.queue.clone());
+    ports.queue = queue.clone();
     let mut services =
         Services::with_ports(&AuthConfig::default(), &settings, ports).expect("services");
     services.notify_auth = NotifyAuth::ApiKey(Arc::from(KEY));
@@ -131,10 +158,18 @@ async fn run(store: Store, recipients: usize) {
     eprintln!("{store:?}: registering {recipients} conversations in one tenant…");
     let service_url = simulator.service_url();
     let registry = services.registry.clone();
-    futures_util::stream::iter(0..recipients)
-        .for_each_concurrent(32, |n| {
+    let broadcast: Vec<String> = (0..recipients).map(|n| format!("c{n:05}")).collect();
+    let probes: Vec<String> = (0..PROBE_CONVERSATIONS)
+        .map(|n| format!("other-{n}"))
+        .collect();
+    let registrations = broadcast
+        .iter()
+        .map(|c| (c.clone(), TENANT))
+        .chain(probes.iter().map(|c| (c.clone(), OTHER_TENANT)));
+    futures_util::stream::iter(registrations)
+        .for_each_concurrent(32, |(conversation, tenant)| {
             let registry = registry.clone();
-            let reference = teams_reference(&service_url, &format!("c{n:05}"), TENANT);
+            let reference = teams_reference(&service_url, &conversation, tenant);
             // They talked to the bot an hour ago: quiet now, so the broadcast is not held.
             async move {
                 registry
@@ -149,14 +184,16 @@ async fn run(store: Store, recipients: usize) {
     let bot = LocalBot::start(&services, listener).expect("the local runner");
     let http = reqwest::Client::new();
     let endpoint = bot.endpoint().replace("/api/messages", "/api/notify");
+    let floor = Duration::from_secs_f64(recipients as f64 / 50.0);
 
     eprintln!("{store:?}: broadcasting to {recipients} through the Teams simulator…");
     counter.reset();
+    queue.reset();
     let started = Instant::now();
     let answer: serde_json::Value = http
         .post(&endpoint)
         .bearer_auth(KEY)
-        .json(&serde_json::json!({"all": true, "text": "maintenance tonight"}))
+        .json(&serde_json::json!({"all": true, "tenantId": TENANT, "text": "maintenance tonight"}))
         .send()
         .await
         .expect("POST /api/notify")
@@ -167,10 +204,53 @@ async fn run(store: Store, recipients: usize) {
     let id = answer["id"].as_str().expect("an id").to_owned();
     assert_eq!(answer["recipients"], recipients, "{answer}");
 
+    // The urgent calls, spread over the first 80% of the drain, from 1 s in.
+    let probing = {
+        let http = http.clone();
+        let endpoint = endpoint.clone();
+        let probes = probes.clone();
+        let spacing = floor.mul_f64(0.8) / PROBES as u32;
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut called = Vec::with_capacity(PROBES);
+            for k in 0..PROBES {
+                let at = Instant::now();
+                let status = http
+                    .post(&endpoint)
+                    .bearer_auth(KEY)
+                    .json(&serde_json::json!({
+                        "conversationId": probes[k % PROBE_CONVERSATIONS],
+                        "text": format!("urgent {k}"),
+                    }))
+                    .send()
+                    .await
+                    .expect("POST /api/notify (urgent)")
+                    .status();
+                assert!(status.is_success(), "urgent call {k}: {status}");
+                called.push(at);
+                tokio::time::sleep(spacing).await;
+            }
+            called
+        })
+    };
+
+    let broadcast_set: HashSet<&str> = broadcast.iter().map(String::as_str).collect();
+    let delivered = |simulator: &TeamsSimulator| {
+        simulator
+            .accepted()
+            .iter()
+            .filter(|r| {
+                r.conversation_id
+                    .as_deref()
+                    .is_some_and(|c| broadcast_set.contains(c))
+            })
+            .count()
+    };
     let mut fanned_out_in = None;
     let mut last_progress = (0, Instant::now());
-    let elapsed = loop {
-        let accepted = simulator.accepted().len();
+    let mut drained_at = None;
+    loop {
+        let accepted = delivered(&simulator);
         if fanned_out_in.is_none() {
             let status: serde_json::Value = http
                 .get(format!("{endpoint}/{id}"))
@@ -185,34 +265,59 @@ async fn run(store: Store, recipients: usize) {
                 fanned_out_in = Some(started.elapsed());
             }
         }
-        if accepted >= recipients {
-            break started.elapsed();
+        if accepted >= recipients && drained_at.is_none() {
+            drained_at = Some(last_accepted(&simulator, &broadcast_set, started));
+        }
+        if drained_at.is_some() && probing.is_finished() {
+            break;
         }
         if accepted != last_progress.0 {
             last_progress = (accepted, Instant::now());
         }
         if last_progress.1.elapsed() > Duration::from_secs(60) {
             eprintln!("stopped waiting: {accepted} accepted, no progress for 60 s");
-            break started.elapsed();
+            break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    // Late duplicates, if any, would arrive now.
+    }
+    let called = probing.await.expect("the urgent calls");
+    // Late duplicates, and the last urgent ones, would arrive now.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let requests = counter.snapshot();
+    let received = queue.received();
     bot.stop().await.unwrap();
 
+    let accepted = simulator.accepted();
     let mut per_conversation: HashMap<String, usize> = HashMap::new();
-    for request in simulator.accepted() {
-        let conversation = request.body["conversation"]["id"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        *per_conversation.entry(conversation).or_default() += 1;
+    for request in &accepted {
+        let conversation = request.conversation_id.clone().unwrap_or_default();
+        if broadcast_set.contains(conversation.as_str()) {
+            *per_conversation.entry(conversation).or_default() += 1;
+        }
     }
     let duplicates: usize = per_conversation.values().map(|n| n - 1).sum();
     let lost = recipients - per_conversation.len().min(recipients);
-    let floor = Duration::from_secs_f64(recipients as f64 / 50.0);
+    // The urgent ones: each probe conversation's texts must arrive in the order they were sent.
+    let mut urgent_latencies = Vec::new();
+    let mut out_of_order = 0;
+    let mut urgent_lost = 0;
+    for conversation in &probes {
+        let numbers: Vec<usize> = simulator
+            .accepted_texts_for(conversation)
+            .iter()
+            .filter_map(|t| t.strip_prefix("urgent ")?.parse().ok())
+            .collect();
+        out_of_order += numbers.windows(2).filter(|w| w[0] > w[1]).count();
+    }
+    for (k, at) in called.iter().enumerate() {
+        let text = format!("urgent {k}");
+        match accepted.iter().find(|r| r.text() == text) {
+            Some(request) => urgent_latencies.push(request.arrived.saturating_duration_since(*at)),
+            None => urgent_lost += 1,
+        }
+    }
+    urgent_latencies.sort();
+    let elapsed = drained_at.unwrap_or_else(|| started.elapsed());
     let total = |prefix: &str| -> usize {
         requests
             .iter()
@@ -223,7 +328,9 @@ async fn run(store: Store, recipients: usize) {
     let per = |n: usize| n as f64 / recipients as f64;
 
     println!(
-        "broadcast benchmark ({store:?}): one POST /api/notify {{\"all\": true}} to {recipients} conversations of one tenant, Teams simulator, local runner"
+        "broadcast benchmark ({store:?}): one POST /api/notify {{\"all\": true}} to {recipients} conversations of one tenant, Teams simulator answering in {}–{} ms, local runner",
+        latency_ms - jitter_ms,
+        latency_ms + jitter_ms
     );
     println!(
         "  answered in                {:>8.3} s",
@@ -251,9 +358,31 @@ async fn run(store: Store, recipients: usize) {
     );
     println!("  lost                       {lost:>8}");
     println!("  duplicates                 {duplicates:>8}");
+    println!("  out of order               {out_of_order:>8}");
+    println!(
+        "  queue receives / notif.    {:>8.3}   (goal <= 1.2; {received} for {} notifications)",
+        received as f64 / (recipients + PROBES) as f64,
+        recipients + PROBES
+    );
+    match (
+        urgent_latencies.get(urgent_latencies.len() / 2),
+        urgent_latencies.last(),
+    ) {
+        (Some(median), Some(worst)) => println!(
+            "  urgent, other tenant       {:>8.3} s median, {:.3} s worst of {} (goal <= 1 s){}",
+            median.as_secs_f64(),
+            worst.as_secs_f64(),
+            urgent_latencies.len(),
+            match urgent_lost {
+                0 => String::new(),
+                n => format!("; {n} never arrived"),
+            }
+        ),
+        _ => println!("  urgent, other tenant            n/a (none arrived)"),
+    }
     if store != Store::Memory {
         println!(
-            "  DynamoDB requests / recip. {:>8.2}",
+            "  DynamoDB requests / recip. {:>8.2}   (goal <= 6)",
             per(total("DynamoDB."))
         );
         if store == Store::Moto {
@@ -265,4 +394,23 @@ async fn run(store: Store, recipients: usize) {
         }
         println!("  requests by operation      {requests:?}");
     }
+}
+
+/// When the last broadcast recipient's send reached the channel, from `started`.
+fn last_accepted(
+    simulator: &TeamsSimulator,
+    broadcast: &HashSet<&str>,
+    started: Instant,
+) -> Duration {
+    simulator
+        .accepted()
+        .iter()
+        .filter(|r| {
+            r.conversation_id
+                .as_deref()
+                .is_some_and(|c| broadcast.contains(c))
+        })
+        .map(|r| r.arrived.saturating_duration_since(started))
+        .max()
+        .unwrap_or_default()
 }

@@ -2,8 +2,8 @@
 //! Connector stand-in, a Teams simulator that enforces the channel's rate limits, a moto
 //! server launcher for DynamoDB and SQS over the real wire protocol, a local identity provider
 //! that signs tokens with test keys, a log capture, a metrics capture with an EMF check, a
-//! Lambda Runtime API stand-in to run a function's binary against, HTTPS with a test CA, and
-//! process memory readings for the benchmarks.
+//! Lambda Runtime API stand-in to run a function's binary against, HTTPS with a test CA, a
+//! queue that counts its receives, and process memory readings for the benchmarks.
 
 pub mod connector;
 pub mod https;
@@ -12,6 +12,7 @@ pub mod logs;
 pub mod metrics;
 pub mod moto;
 pub mod process;
+pub mod queue;
 pub mod runtime_api;
 pub mod simulator;
 

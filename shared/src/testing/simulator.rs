@@ -45,6 +45,8 @@ pub struct SimulatorConfig {
     pub retry_after: Option<u64>,
     /// Added before every answer, scripted or not.
     pub latency: Duration,
+    /// Up to this much more, drawn uniformly for each answer (Teams answers in 100–300 ms).
+    pub jitter: Duration,
 }
 
 impl Default for SimulatorConfig {
@@ -55,6 +57,7 @@ impl Default for SimulatorConfig {
             tenant: teams.tenant,
             retry_after: Some(1),
             latency: Duration::ZERO,
+            jitter: Duration::ZERO,
         }
     }
 }
@@ -417,7 +420,9 @@ async fn answer(State(inner): State<Arc<Mutex<Inner>>>, request: Request) -> Res
             response_id,
         });
         Decision {
-            delay: decision.delay + state.config.latency,
+            delay: decision.delay
+                + state.config.latency
+                + state.config.jitter.mul_f64(fastrand::f64()),
             ..decision
         }
     };
