@@ -288,3 +288,136 @@ async fn a_broadcast_paced_on_dynamodb_is_received_about_once_and_resumes_after_
         drained.receives_per_recipient
     );
 }
+
+/// The limiter's rules for held slots and priority slots, on one store.
+async fn held_and_priority_slots(store: Arc<dyn proactive_bot::delivery::limits::RateLimitStore>) {
+    use proactive_bot::delivery::limits::{Admission, Block, RateLimiter};
+    let limits = LimitsConfig::default();
+    let max_wait = limits.max_wait;
+    let limiter = RateLimiter::new(store, limits);
+    let tenant = format!("held-{:x}", fastrand::u64(..));
+    let now = Utc::now();
+    let now_ms = now.timestamp_millis();
+    let lead = Duration::from_millis(200);
+
+    // A fan-out takes about 2 s of the tenant's slots, starting at most a lead away.
+    let Block::Reserved { first, interval } = limiter
+        .reserve_block("msteams", Some(&tenant), 95, lead, now)
+        .await
+        .unwrap()
+    else {
+        panic!("an idle tenant has room")
+    };
+    assert!(
+        (now_ms + 100..=now_ms + 200).contains(&first),
+        "{}",
+        first - now_ms
+    );
+    assert_eq!(interval, Duration::from_millis(21));
+    // And the counter knows: the next block is full until the first one ends.
+    assert_eq!(
+        limiter
+            .reserve_block("msteams", Some(&tenant), 5, lead, now)
+            .await
+            .unwrap(),
+        Block::Full(first + 95 * 21)
+    );
+
+    // A recipient keeps its held slot, exactly.
+    let held = first + 3 * 21;
+    match limiter
+        .admit("msteams", "bulk-1", Some(&tenant), Some(held), now)
+        .await
+        .unwrap()
+    {
+        Admission::SendAt(at) => assert_eq!(at.timestamp_millis(), held),
+        other => panic!("a held slot is kept: {other:?}"),
+    }
+    // A held slot more than a second away: back a moment before it, in whole seconds.
+    assert_eq!(
+        limiter
+            .admit(
+                "msteams",
+                "bulk-2",
+                Some(&tenant),
+                Some(now_ms + 2_600),
+                now
+            )
+            .await
+            .unwrap(),
+        Admission::RetryIn(Duration::from_secs(2))
+    );
+    // A late one is not used, and a bulk send takes no priority slot: the tenant is full.
+    match limiter
+        .admit("msteams", "bulk-3", Some(&tenant), Some(now_ms - 500), now)
+        .await
+        .unwrap()
+    {
+        Admission::RetryIn(_) => {}
+        other => panic!("a late held slot must not be used: {other:?}"),
+    }
+    // An urgent send to the same tenant gets a priority slot within the wait…
+    match limiter
+        .admit("msteams", "urgent-1", Some(&tenant), None, now)
+        .await
+        .unwrap()
+    {
+        Admission::SendAt(at) => assert!(
+            (at - now).to_std().unwrap_or_default() <= max_wait,
+            "{at} for {now}"
+        ),
+        other => panic!("an urgent send finds a priority slot: {other:?}"),
+    }
+    // …and the next waits for the next priority slot (or the tenant), a second on.
+    match limiter
+        .admit("msteams", "urgent-2", Some(&tenant), None, now)
+        .await
+        .unwrap()
+    {
+        Admission::RetryIn(delay) => assert!(delay > max_wait, "{delay:?}"),
+        other => panic!("one priority slot a 1.05 s: {other:?}"),
+    }
+
+    // A held slot never takes a send past the conversation's windows: after a burst of 7 in
+    // this second, its slot (inside the second) is not kept.
+    for _ in 0..7 {
+        assert!(matches!(
+            limiter
+                .admit("msteams", "talkative", None, None, now)
+                .await
+                .unwrap(),
+            Admission::SendAt(_)
+        ));
+    }
+    match limiter
+        .admit("msteams", "talkative", None, Some(now_ms + 150), now)
+        .await
+        .unwrap()
+    {
+        Admission::RetryIn(delay) => assert!(delay >= Duration::from_millis(900), "{delay:?}"),
+        other => panic!("7 per second: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn held_slots_are_kept_unless_late_and_urgent_sends_find_priority_slots_in_memory() {
+    held_and_priority_slots(Arc::new(
+        proactive_bot::adapters::memory::MemoryRateLimitStore::new(),
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn held_slots_are_kept_unless_late_and_urgent_sends_find_priority_slots_on_dynamodb() {
+    let moto = MotoServer::shared();
+    let resources = moto.create_resources("held").await;
+    let (config, counter) = moto.sdk_config().await;
+    held_and_priority_slots(Arc::new(
+        proactive_bot::adapters::dynamodb_delivery::DynamoDeliveryStore::new(
+            moto::dynamodb_client(&config, &counter),
+            resources.delivery_table_name.clone(),
+            chrono::Duration::days(1),
+        ),
+    ))
+    .await;
+}

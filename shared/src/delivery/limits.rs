@@ -883,6 +883,45 @@ mod tests {
     }
 
     #[test]
+    fn priority_slots_spend_the_room_the_main_ones_leave_and_stay_within_every_window() {
+        let margin = Duration::from_millis(50);
+        let teams = ChannelLimits::teams();
+        // Main slots 21 ms apart: 48 in any second; one of the two left, a 1.05 s apart.
+        assert_eq!(
+            teams.priority_interval(margin),
+            Some(Duration::from_millis(1050))
+        );
+        // Without a margin the main slots use the whole window: no priority slots.
+        assert_eq!(teams.priority_interval(Duration::ZERO), None);
+        let small: ChannelLimits = "tenant=7/1s".parse().unwrap();
+        assert_eq!(
+            small.priority_interval(margin),
+            None,
+            "150 ms apart: 7 a second"
+        );
+        for (limits, margin) in [
+            (teams.clone(), margin),
+            ("tenant=100/1s".parse().unwrap(), Duration::from_millis(100)),
+            ("tenant=20/2s".parse().unwrap(), Duration::from_millis(400)),
+        ] {
+            let main = limits.tenant_interval(margin).as_millis() as i64;
+            let priority = limits.priority_interval(margin).unwrap().as_millis() as i64;
+            let window = limits.tenant[0];
+            // Both counters running flat out, at every relative phase.
+            for phase in (0..priority).step_by(7) {
+                let mut times: Vec<i64> = (0..400).map(|n| n * main).collect();
+                times.extend((0..20).map(|n| phase + n * priority));
+                times.sort_unstable();
+                let most = max_in_window(&times, window.per);
+                assert!(
+                    most < window.count as usize,
+                    "{limits:?} phase {phase}: {most}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn tenant_slots_are_spaced_by_the_tightest_window() {
         let limits = ChannelLimits::teams();
         assert_eq!(
