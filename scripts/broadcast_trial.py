@@ -164,7 +164,8 @@ def main():
     if args.log:
         with open(args.log, "rb") as log:
             text = log.read()[log_start:].decode("utf-8", "replace")
-        records = sum(int(n) for n in re.findall(r'records[=":]+\s*(\d+)', text))
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # the terminal's colours
+        records = sum(int(n) for n in re.findall(r'batch processed.*?records[=":]+\s*(\d+)', text))
         print(f"  queue receives    {records / (args.recipients + 20):7.3f} per notification ({records} records)")
 
 
