@@ -14,7 +14,7 @@
 //! (uniform in latency ± jitter).
 //!
 //! Prints, for each run: the time from the request to the last recipient's delivery divided
-//! by the floor the tenant limit allows (N / 50 per second), 429s, lost, duplicates, out of
+//! by the floor the tenant limit allows (N / 50 per second; `RATE_LIMITS` sets another), 429s, lost, duplicates, out of
 //! order, queue receives per notification, DynamoDB and SQS requests per recipient (moto; by
 //! the same request interceptor as the cost table), and the urgent notifications' time from
 //! the call to the channel (median, worst). The figures are printed, not asserted.
@@ -94,13 +94,23 @@ async fn main() {
 }
 
 async fn run(store: Store, recipients: usize, latency_ms: u64, jitter_ms: u64) {
+    let settings = Settings::from_env().expect("settings");
+    // The channel enforces the limits the bot is configured with (Teams' unless RATE_LIMITS
+    // says otherwise: a tenant limit moto can carry, say).
+    let limits = settings.limits.default.clone();
     let simulator = TeamsSimulator::start(SimulatorConfig {
+        conversation: limits.conversation.clone(),
+        tenant: limits.tenant.clone(),
         latency: Duration::from_millis(latency_ms - jitter_ms),
         jitter: Duration::from_millis(2 * jitter_ms),
         ..SimulatorConfig::default()
     })
     .await;
-    let settings = Settings::from_env().expect("settings");
+    let tenant_rate = limits
+        .tenant
+        .iter()
+        .map(|w| f64::from(w.count) / w.per.as_secs_f64())
+        .fold(f64::INFINITY, f64::min);
     let (mut ports, counter) = match store {
         Store::Memory => {
             let mut ports = Ports::in_memory(settings.max_receives);
@@ -184,7 +194,7 @@ async fn run(store: Store, recipients: usize, latency_ms: u64, jitter_ms: u64) {
     let bot = LocalBot::start(&services, listener).expect("the local runner");
     let http = reqwest::Client::new();
     let endpoint = bot.endpoint().replace("/api/messages", "/api/notify");
-    let floor = Duration::from_secs_f64(recipients as f64 / 50.0);
+    let floor = Duration::from_secs_f64(recipients as f64 / tenant_rate);
 
     eprintln!("{store:?}: broadcasting to {recipients} through the Teams simulator…");
     counter.reset();
@@ -350,7 +360,7 @@ async fn run(store: Store, recipients: usize, latency_ms: u64, jitter_ms: u64) {
         elapsed.as_secs_f64()
     );
     println!(
-        "  floor (N / 50 per s)       {:>8.2} s",
+        "  floor (N / {tenant_rate} per s)       {:>8.2} s",
         floor.as_secs_f64()
     );
     println!(

@@ -325,11 +325,22 @@ impl DeliveryEngine {
                 next += 1;
                 break;
             }
-            if !message.urgent
-                && let Some(wait) = self
-                    .hold_for(&mut conversation, &message.conversation, queued_at, now)
-                    .await
-            {
+            let held = match message.urgent {
+                true => None,
+                false => {
+                    let wait = self
+                        .hold_for(&mut conversation, &message.conversation, queued_at, now)
+                        .await;
+                    // A bulk recipient's registration, read for the hold check, serves its
+                    // send too: the fan-out listed it moments ago, and reading it again a
+                    // few milliseconds later would cost a request a recipient for nothing.
+                    if message.slot.is_some() && conversation.registration.is_some() {
+                        conversation.fresh = true;
+                    }
+                    wait
+                }
+            };
+            if let Some(wait) = held {
                 self.hold(message, wait).instrument(span).await;
                 results.push(result(
                     *index,

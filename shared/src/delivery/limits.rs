@@ -402,12 +402,15 @@ const CACHE_CAPACITY: usize = 4096;
 /// How many times a conflicting log write is retried before giving the turn back to the queue.
 const LOG_CONFLICT_RETRIES: usize = 3;
 
-/// Which of a tenant's counters a send may take a slot from.
+/// Which of a tenant's counters a send may take a slot from, and how far ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lanes {
-    /// Only the main one (bulk: a broadcast's recipients).
+    /// Bulk (a broadcast's recipient that missed its held slot): only the main counter, up
+    /// to [`HELD_WAIT`] ahead. The fan-out keeps that counter only a lead ahead of now, so a
+    /// late recipient waits a fraction of a second in process rather than going back to the
+    /// queue, where it would come back a second later and late again.
     Main,
-    /// The main one, else a priority slot (see the module doc).
+    /// The main counter within `max_wait`, else a priority slot (see the module doc).
     MainThenPriority,
 }
 
@@ -671,7 +674,12 @@ impl RateLimiter {
             return Ok(Ok(not_before));
         };
         let key = tenant_key(channel, tenant);
-        let latest = now_ms + self.config.max_wait.as_millis() as i64;
+        let latest = now_ms
+            + match lanes {
+                Lanes::Main => HELD_WAIT,
+                Lanes::MainThenPriority => self.config.max_wait,
+            }
+            .as_millis() as i64;
         let next = match self
             .store
             .reserve_slot(&key, interval, not_before, latest)

@@ -181,7 +181,8 @@ pub struct FanOutConfig {
     /// most named conversations fanned out at once, in the request.
     pub chunk: usize,
     /// How long before its slot a recipient is queued: at most this, at least half of it
-    /// (enough for the queue to hand it over and the delivery to admit and claim it).
+    /// (enough for the queue to hand it over and the delivery to admit and claim it); more
+    /// on a slow store (see [`NotifyService`]'s `lead`).
     pub lead: Duration,
 }
 
@@ -205,6 +206,9 @@ pub struct NotifyService {
     queue: Arc<dyn NotificationQueue>,
     /// The engine's limits over the same state: the fan-out reserves its recipients' slots.
     pacer: RateLimiter,
+    /// A moving average of how long reserving a block takes: a slow store makes the
+    /// delivery's own writes slow too, so the lead grows with it ([`NotifyService::lead`]).
+    reserve_time: std::sync::Mutex<Duration>,
     config: FanOutConfig,
 }
 
@@ -223,8 +227,27 @@ impl NotifyService {
             notifier,
             queue,
             pacer,
+            reserve_time: std::sync::Mutex::new(Duration::ZERO),
             config,
         }
+    }
+
+    /// How long before its slot a recipient is queued: [`FanOutConfig::lead`], or more on a
+    /// store slow enough that a delivery's few writes before the send (the send log, the
+    /// claim, the registration's read) would miss it — six of this store's round trips, at
+    /// most 0.8 s (a held slot, a chunk after it, is waited for up to
+    /// [`crate::delivery::limits::HELD_WAIT`]).
+    fn lead(&self) -> Duration {
+        let round_trip = *self.reserve_time.lock().unwrap_or_else(|p| p.into_inner());
+        self.config
+            .lead
+            .max(round_trip * 6)
+            .min(Duration::from_millis(800))
+    }
+
+    fn learn_reserve_time(&self, took: Duration) {
+        let mut average = self.reserve_time.lock().unwrap_or_else(|p| p.into_inner());
+        *average = average.mul_f64(0.8) + took.mul_f64(0.2);
     }
 
     /// The request id: derived from the idempotency key (so the same key finds the same
@@ -513,7 +536,6 @@ impl NotifyService {
             };
             tenants[index].waiting.push_back(notification.message());
         }
-        let lead = self.config.lead.as_millis() as i64;
         loop {
             tenants.retain(|t| !t.waiting.is_empty());
             let Some(wake) = tenants.iter().map(|t| t.ready_at).min() else {
@@ -532,17 +554,17 @@ impl NotifyService {
                 .filter(|t| t.ready_at <= now.timestamp_millis())
             {
                 let count = tenant.waiting.len().min(self.config.chunk.max(1));
-                match self
+                let lead = self.lead();
+                let asked = Instant::now();
+                let block = self
                     .pacer
-                    .reserve_block(
-                        &tenant.channel,
-                        tenant.tenant.as_deref(),
-                        count,
-                        self.config.lead,
-                        now,
-                    )
-                    .await?
-                {
+                    .reserve_block(&tenant.channel, tenant.tenant.as_deref(), count, lead, now)
+                    .await?;
+                if block != Block::Unlimited {
+                    self.learn_reserve_time(asked.elapsed());
+                }
+                let lead = lead.as_millis() as i64;
+                match block {
                     Block::Unlimited => {
                         let all: Vec<_> = tenant.waiting.drain(..).collect();
                         self.notifier.enqueue(&all).await?;
