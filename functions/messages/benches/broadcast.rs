@@ -245,17 +245,7 @@ async fn run(store: Store, recipients: usize, latency_ms: u64, jitter_ms: u64) {
     };
 
     let broadcast_set: HashSet<&str> = broadcast.iter().map(String::as_str).collect();
-    let delivered = |simulator: &TeamsSimulator| {
-        simulator
-            .accepted()
-            .iter()
-            .filter(|r| {
-                r.conversation_id
-                    .as_deref()
-                    .is_some_and(|c| broadcast_set.contains(c))
-            })
-            .count()
-    };
+    let delivered = |simulator: &TeamsSimulator| broadcast_sends(simulator, &broadcast_set).len();
     let mut fanned_out_in = None;
     let mut last_progress = (0, Instant::now());
     let mut drained_at = None;
@@ -411,20 +401,30 @@ async fn run(store: Store, recipients: usize, latency_ms: u64, jitter_ms: u64) {
     }
 }
 
+/// The sends the channel accepted for the broadcast's recipients.
+fn broadcast_sends(
+    simulator: &TeamsSimulator,
+    broadcast: &HashSet<&str>,
+) -> Vec<proactive_bot::testing::simulator::SimulatedRequest> {
+    simulator
+        .accepted()
+        .into_iter()
+        .filter(|r| {
+            r.conversation_id
+                .as_deref()
+                .is_some_and(|c| broadcast.contains(c))
+        })
+        .collect()
+}
+
 /// When the last broadcast recipient's send reached the channel, from `started`.
 fn last_accepted(
     simulator: &TeamsSimulator,
     broadcast: &HashSet<&str>,
     started: Instant,
 ) -> Duration {
-    simulator
-        .accepted()
+    broadcast_sends(simulator, broadcast)
         .iter()
-        .filter(|r| {
-            r.conversation_id
-                .as_deref()
-                .is_some_and(|c| broadcast.contains(c))
-        })
         .map(|r| r.arrived.saturating_duration_since(started))
         .max()
         .unwrap_or_default()
