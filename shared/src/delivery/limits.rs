@@ -40,9 +40,11 @@
 //! - **Across concurrent invocations**: held slots come from the one counter, by atomic
 //!   writes, so no two sends share a slot whoever reserved them; two broadcasts of one tenant
 //!   each wait for the counter and so share the rate.
-//! - **A late send** (its slot passed more than [`RateLimiter::lateness_allowed`] ago: the
-//!   message waited behind its conversation, or a crash) never uses its held slot: it takes a
-//!   new one like any send. The held slot is lost, never doubled.
+//! - **A late send** (its slot is already behind the earliest it could leave: the message
+//!   waited behind its conversation, or a crash) never uses its held slot: it takes a new one
+//!   like any send. The held slot is lost, never doubled. A send that keeps its slot may
+//!   still leave up to [`RateLimiter::lateness_allowed`] after it, as any send may, and no
+//!   later.
 //! - **A crash halfway** through a fan-out re-queues its recipients with new slots; a message
 //!   that still carries an old one is late, and takes a new one.
 //! - **Order per conversation** is the queue's (one FIFO group per conversation): a held slot
@@ -473,7 +475,6 @@ impl RateLimiter {
         // The earliest a send can be: after the writes that admit it.
         let earliest = now_ms + self.headroom().as_millis() as i64;
         let max_wait = self.config.max_wait.as_millis() as i64;
-        let lateness = self.lateness_allowed().as_millis() as i64;
         let key = conversation_key(channel, conversation);
         let send_at =
             |at: i64| Admission::SendAt(DateTime::from_timestamp_millis(at).unwrap_or(now));
@@ -481,7 +482,9 @@ impl RateLimiter {
             Some(_) => Lanes::Main,
             None => Lanes::MainThenPriority,
         };
-        let held = held.filter(|slot| slot + lateness >= earliest);
+        // A held slot already behind the earliest send is late: the lateness a send may have
+        // is counted from its slot once, in the wait after admission, never twice.
+        let held = held.filter(|slot| *slot >= earliest);
         if let Some(slot) = held
             && slot - now_ms > HELD_WAIT.as_millis() as i64
         {
@@ -504,10 +507,9 @@ impl RateLimiter {
                 Some(log) => log,
                 None => self.log(&key, limits).await?,
             };
-            let kept = held.and_then(|slot| {
-                let at =
-                    log.next_allowed(&limits.conversation, slot.max(earliest), self.config.margin);
-                (at <= slot.max(earliest) + lateness).then_some(at)
+            // Kept only as it is: the conversation's windows allow a send at the slot itself.
+            let kept = held.filter(|slot| {
+                log.next_allowed(&limits.conversation, *slot, self.config.margin) == *slot
             });
             let at = match kept {
                 Some(at) => at,
